@@ -1,0 +1,16 @@
+//! Tessera: a block-level, deduplicating, copy-on-write storage engine for container images.
+//!
+//! Files of every layer are mosaics of fixed-size blocks kept once in a shared,
+//! content-addressed store; containers edit their files block by block; a [`Volume`] presents
+//! one container's merged view through a filesystem-shaped API.
+
+pub mod error;
+pub mod format;
+pub mod ids;
+pub mod io;
+pub mod layout;
+pub mod store;
+pub mod tree;
+
+pub use error::{Error, ErrorKind, Result};
+pub use ids::{BlockId, LayerId, MapRoot, NodeId, PackId, PageId};

@@ -1,0 +1,95 @@
+//! A byte-bounded LRU of verified blocks (`--share-memory` mode and engine reads): N containers
+//! reading the same blocks hold them in memory once. Blocks are immutable and named by content,
+//! so the cache never needs invalidating.
+
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+
+use crate::ids::BlockId;
+
+pub struct BlockCache {
+    inner: Mutex<Inner>,
+    capacity_bytes: usize,
+}
+
+struct Inner {
+    lru: LruCache<BlockId, Arc<[u8]>>,
+    bytes: usize,
+    hits: u64,
+    misses: u64,
+}
+
+impl BlockCache {
+    pub fn new(capacity_bytes: usize) -> BlockCache {
+        BlockCache {
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                hits: 0,
+                misses: 0,
+            }),
+            capacity_bytes,
+        }
+    }
+
+    pub fn get(&self, id: &BlockId) -> Option<Arc<[u8]>> {
+        let mut inner = self.inner.lock().unwrap();
+        let found = inner.lru.get(id).cloned();
+        match found {
+            Some(_) => inner.hits += 1,
+            None => inner.misses += 1,
+        }
+        found
+    }
+
+    pub fn insert(&self, id: BlockId, data: Arc<[u8]>) {
+        if data.len() > self.capacity_bytes {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap();
+        inner.bytes += data.len();
+        if let Some(old) = inner.lru.put(id, data) {
+            inner.bytes -= old.len();
+        }
+        while inner.bytes > self.capacity_bytes {
+            match inner.lru.pop_lru() {
+                Some((_, evicted)) => inner.bytes -= evicted.len(),
+                None => break,
+            }
+        }
+    }
+
+    /// (bytes held, hits, misses)
+    pub fn figures(&self) -> (usize, u64, u64) {
+        let inner = self.inner.lock().unwrap();
+        (inner.bytes, inner.hits, inner.misses)
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity_bytes
+    }
+}
+
+impl std::fmt::Debug for BlockCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlockCache({} bytes)", self.capacity_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_least_recent_beyond_capacity() {
+        let cache = BlockCache::new(10);
+        let a = BlockId::of(b"a");
+        let b = BlockId::of(b"b");
+        cache.insert(a, Arc::from(&[1u8; 6][..]));
+        cache.insert(b, Arc::from(&[2u8; 6][..]));
+        assert!(cache.get(&a).is_none());
+        assert!(cache.get(&b).is_some());
+        assert_eq!(cache.figures().0, 6);
+    }
+}

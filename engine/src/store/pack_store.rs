@@ -1,0 +1,427 @@
+//! The production block store: packs on disk, a sorted index per sealed pack (mapped), an
+//! in-memory table for the open pack, an optional verified block cache.
+//!
+//! Opening recovers from crashes: packs are cut back to the lengths the metadata recorded,
+//! packs the metadata never recorded are deleted, missing or damaged indexes of sealed packs
+//! are rebuilt from the packs' self-describing segments.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::block_cache::BlockCache;
+use super::pack_reader;
+use super::pack_writer::PackWriter;
+use super::{BlockLocation, BlockStore, BlockStoreStats, Checkpoint};
+use crate::error::{Error, IoContext, Result};
+use crate::format::pack::PackHeader;
+use crate::format::pack_index::{self, Entry, IndexView};
+use crate::format::records::PackRecord;
+use crate::format::FORMAT_VERSION;
+use crate::ids::{BlockId, PackId};
+use crate::io::{Io, IoFile, Mapped, OpenMode};
+use crate::layout::{PackFile, StoreLayout};
+
+/// How a pack store is set up.
+#[derive(Debug, Clone)]
+pub struct PackStoreConfig {
+    pub block_size: u32,
+    /// A pack is sealed once it reaches this many bytes.
+    pub pack_target: u64,
+    /// Bytes of verified blocks kept in memory (0: no cache).
+    pub cache_bytes: usize,
+}
+
+pub struct PackStore {
+    io: Io,
+    layout: StoreLayout,
+    config: PackStoreConfig,
+    sealed: RwLock<BTreeMap<PackId, SealedPack>>,
+    open: RwLock<OpenPack>,
+    writer: Mutex<WriterState>,
+    cache: Option<BlockCache>,
+}
+
+struct SealedPack {
+    file: Arc<dyn IoFile>,
+    index: Mapped,
+}
+
+impl SealedPack {
+    fn view(&self) -> IndexView<'_> {
+        IndexView::parse(&self.index, FORMAT_VERSION, false).expect("validated when opened")
+    }
+}
+
+#[derive(Default)]
+struct OpenPack {
+    id: Option<PackId>,
+    file: Option<Arc<dyn IoFile>>,
+    entries: HashMap<BlockId, Entry>,
+}
+
+struct WriterState {
+    writer: Option<PackWriter>,
+    next_id: PackId,
+    /// Pack records not yet acknowledged as recorded by the metadata.
+    pending: BTreeMap<PackId, PackRecord>,
+}
+
+impl PackStore {
+    /// Opens the packs of a store, recovering to the pack records the metadata holds.
+    pub fn open(
+        io: Io,
+        layout: StoreLayout,
+        config: PackStoreConfig,
+        records: &BTreeMap<PackId, PackRecord>,
+    ) -> Result<PackStore> {
+        let dir = layout.packs_dir();
+        io.create_dir_all(&dir)
+            .ctx(|| format!("creating {}", dir.display()))?;
+        let mut max_id = records.keys().next_back().copied().unwrap_or(PackId(0));
+        for name in io.list_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+            let Some((id, kind)) = name.to_str().and_then(StoreLayout::parse_pack_name) else {
+                continue;
+            };
+            max_id = max_id.max(id);
+            if !records.contains_key(&id) || kind == PackFile::IndexTmp {
+                let path = dir.join(&name);
+                tracing::info!("removing crash leftover {}", path.display());
+                io.remove_file(&path)
+                    .ctx(|| format!("removing {}", path.display()))?;
+            }
+        }
+        io.sync_dir(&dir).ctx(|| format!("syncing {}", dir.display()))?;
+
+        let cache = (config.cache_bytes > 0).then(|| BlockCache::new(config.cache_bytes));
+        let store = PackStore {
+            io,
+            layout,
+            config,
+            sealed: RwLock::new(BTreeMap::new()),
+            open: RwLock::new(OpenPack::default()),
+            writer: Mutex::new(WriterState {
+                writer: None,
+                next_id: PackId(max_id.0 + 1),
+                pending: BTreeMap::new(),
+            }),
+            cache,
+        };
+        let last_open = records.iter().rev().find(|(_, r)| !r.sealed).map(|(id, _)| *id);
+        for (&id, record) in records {
+            store.recover_pack(id, *record, Some(id) == last_open)?;
+        }
+        Ok(store)
+    }
+
+    fn recover_pack(&self, id: PackId, record: PackRecord, is_open: bool) -> Result<()> {
+        let path = self.layout.pack(id);
+        let file = self
+            .io
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(|e| Error::Corrupt(format!("pack {id} is recorded but unreadable: {e}")))?;
+        let len = file.len().ctx(|| format!("reading length of {}", path.display()))?;
+        if len < record.len {
+            return Err(Error::Corrupt(format!(
+                "pack {id} holds {len} bytes but the metadata recorded {}",
+                record.len
+            )));
+        }
+        if len > record.len {
+            tracing::info!("cutting pack {id} back from {len} to {} bytes", record.len);
+            file.set_len(record.len)
+                .and_then(|_| file.sync_data())
+                .ctx(|| format!("cutting back {}", path.display()))?;
+        }
+        pack_reader::read_header(&*file, id)?;
+        if record.sealed {
+            let index = match self.load_index(id, record.len) {
+                Ok(index) => index,
+                Err(e) => {
+                    tracing::warn!("rebuilding index of pack {id}: {e}");
+                    self.rebuild_index(id, &*file, record.len)?
+                }
+            };
+            self.sealed
+                .write()
+                .unwrap()
+                .insert(id, SealedPack { file, index });
+            return Ok(());
+        }
+        let index_path = self.layout.index(id);
+        if self.io.exists(&index_path) {
+            self.io
+                .remove_file(&index_path)
+                .ctx(|| format!("removing {}", index_path.display()))?;
+        }
+        let (entries, _) =
+            pack_reader::scan(&*file, id, self.config.block_size, record.len, true)?;
+        if is_open {
+            let mut open = self.open.write().unwrap();
+            open.id = Some(id);
+            open.file = Some(file.clone());
+            open.entries = entries.into_iter().collect();
+            self.writer.lock().unwrap().writer = Some(PackWriter {
+                id,
+                file,
+                len: record.len,
+                unsynced: false,
+            });
+        } else {
+            // An older unsealed pack (a crash between sealing and recording it): seal it now.
+            let index = self.write_index(id, record.len, entries)?;
+            self.sealed
+                .write()
+                .unwrap()
+                .insert(id, SealedPack { file, index });
+            let sealed = PackRecord {
+                len: record.len,
+                sealed: true,
+            };
+            self.writer.lock().unwrap().pending.insert(id, sealed);
+        }
+        Ok(())
+    }
+
+    fn load_index(&self, id: PackId, pack_len: u64) -> Result<Mapped> {
+        let path = self.layout.index(id);
+        let file = self
+            .io
+            .open(&path, OpenMode::ReadOnly)
+            .ctx(|| format!("opening {}", path.display()))?;
+        let index = file.map().ctx(|| format!("mapping {}", path.display()))?;
+        let view = IndexView::parse(&index, FORMAT_VERSION, true)?;
+        if view.pack_id != id.0 || view.pack_len != pack_len {
+            return Err(Error::Corrupt(format!("index {} describes another pack", path.display())));
+        }
+        Ok(index)
+    }
+
+    fn rebuild_index(&self, id: PackId, file: &dyn IoFile, len: u64) -> Result<Mapped> {
+        let (entries, _) = pack_reader::scan(file, id, self.config.block_size, len, true)?;
+        self.write_index(id, len, entries)
+    }
+
+    /// Writes a sealed pack's index under a temporary name, syncs it and renames it into place.
+    fn write_index(
+        &self,
+        id: PackId,
+        pack_len: u64,
+        entries: Vec<(BlockId, Entry)>,
+    ) -> Result<Mapped> {
+        let mut entries = entries;
+        let bytes = pack_index::encode(FORMAT_VERSION, id.0, pack_len, &mut entries);
+        let tmp = self.layout.index_tmp(id);
+        let path = self.layout.index(id);
+        let file = self
+            .io
+            .open(&tmp, OpenMode::Create)
+            .ctx(|| format!("creating {}", tmp.display()))?;
+        file.set_len(0)
+            .and_then(|_| file.write_all_at(&bytes, 0))
+            .and_then(|_| file.sync_data())
+            .ctx(|| format!("writing {}", tmp.display()))?;
+        self.io
+            .rename(&tmp, &path)
+            .and_then(|_| self.io.sync_dir(&self.layout.packs_dir()))
+            .ctx(|| format!("renaming {} into place", tmp.display()))?;
+        self.load_index(id, pack_len)
+    }
+
+    fn locate(&self, id: &BlockId) -> Option<(PackId, Entry, Arc<dyn IoFile>)> {
+        {
+            let open = self.open.read().unwrap();
+            if let (Some(entry), Some(pack), Some(file)) =
+                (open.entries.get(id), open.id, open.file.as_ref())
+            {
+                return Some((pack, *entry, file.clone()));
+            }
+        }
+        let sealed = self.sealed.read().unwrap();
+        sealed.iter().rev().find_map(|(pack, sp)| {
+            sp.view()
+                .find(id)
+                .map(|entry| (*pack, entry, sp.file.clone()))
+        })
+    }
+
+    /// Seals the open pack: its index is written and it is never appended to again.
+    fn seal(&self, state: &mut WriterState) -> Result<()> {
+        let Some(mut writer) = state.writer.take() else {
+            return Ok(());
+        };
+        writer.sync()?;
+        let entries: Vec<_> = {
+            let open = self.open.read().unwrap();
+            open.entries.iter().map(|(id, e)| (*id, *e)).collect()
+        };
+        let index = self.write_index(writer.id, writer.len, entries)?;
+        {
+            let mut open = self.open.write().unwrap();
+            self.sealed.write().unwrap().insert(
+                writer.id,
+                SealedPack {
+                    file: writer.file.clone(),
+                    index,
+                },
+            );
+            *open = OpenPack::default();
+        }
+        let record = PackRecord {
+            len: writer.len,
+            sealed: true,
+        };
+        state.pending.insert(writer.id, record);
+        tracing::debug!(pack = writer.id.0, len = writer.len, "sealed pack");
+        Ok(())
+    }
+
+    fn open_writer<'a>(&self, state: &'a mut WriterState) -> Result<&'a mut PackWriter> {
+        if state.writer.is_none() {
+            let id = state.next_id;
+            state.next_id = PackId(id.0 + 1);
+            let header = PackHeader {
+                version: FORMAT_VERSION,
+                block_size: self.config.block_size,
+                pack_id: id.0,
+            };
+            let writer = PackWriter::create(&*self.io, &self.layout, id, header)?;
+            let mut open = self.open.write().unwrap();
+            open.id = Some(id);
+            open.file = Some(writer.file.clone());
+            open.entries.clear();
+            state.writer = Some(writer);
+        }
+        Ok(state.writer.as_mut().expect("just created"))
+    }
+
+    pub fn cache(&self) -> Option<&BlockCache> {
+        self.cache.as_ref()
+    }
+}
+
+impl BlockStore for PackStore {
+    fn block_size(&self) -> usize {
+        self.config.block_size as usize
+    }
+
+    fn contains(&self, id: &BlockId) -> Result<bool> {
+        Ok(id.is_zero() || self.locate(id).is_some())
+    }
+
+    fn put(&self, blocks: &[(BlockId, &[u8])]) -> Result<u64> {
+        let mut state = self.writer.lock().unwrap();
+        let mut seen = HashSet::new();
+        let fresh: Vec<(BlockId, &[u8])> = blocks
+            .iter()
+            .filter(|(id, _)| !id.is_zero() && seen.insert(*id) && self.locate(id).is_none())
+            .map(|(id, data)| (*id, *data))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        for (id, data) in &fresh {
+            if data.len() > self.config.block_size as usize {
+                return Err(Error::InvalidInput(format!(
+                    "block {id} is {} bytes, larger than the block size",
+                    data.len()
+                )));
+            }
+        }
+        let writer = self.open_writer(&mut state)?;
+        let placed = writer.append(&fresh)?;
+        let full = writer.len >= self.config.pack_target;
+        self.open.write().unwrap().entries.extend(placed);
+        if full {
+            self.seal(&mut state)?;
+        }
+        Ok(fresh.iter().map(|(_, d)| d.len() as u64).sum())
+    }
+
+    fn get(&self, id: &BlockId, out: &mut [u8]) -> Result<usize> {
+        if let Some(cached) = self.cache.as_ref().and_then(|c| c.get(id)) {
+            out[..cached.len()].copy_from_slice(&cached);
+            return Ok(cached.len());
+        }
+        let (pack, entry, file) = self
+            .locate(id)
+            .ok_or_else(|| Error::Corrupt(format!("block {id} is referenced but not stored")))?;
+        let len = pack_reader::read_block(&*file, pack, entry, id, out)?;
+        if let Some(cache) = &self.cache {
+            cache.insert(*id, Arc::from(&out[..len]));
+        }
+        Ok(len)
+    }
+
+    fn sync(&self) -> Result<Checkpoint> {
+        let mut state = self.writer.lock().unwrap();
+        if let Some(writer) = state.writer.as_mut() {
+            writer.sync()?;
+            let record = PackRecord {
+                len: writer.len,
+                sealed: false,
+            };
+            let id = writer.id;
+            state.pending.insert(id, record);
+        }
+        Ok(Checkpoint {
+            packs: state.pending.clone(),
+        })
+    }
+
+    fn acknowledge(&self, checkpoint: &Checkpoint) {
+        let mut state = self.writer.lock().unwrap();
+        for (id, record) in &checkpoint.packs {
+            if state.pending.get(id) == Some(record) {
+                state.pending.remove(id);
+            }
+        }
+    }
+
+    fn stats(&self) -> BlockStoreStats {
+        let mut stats = BlockStoreStats::default();
+        for (_, location) in self.locations().unwrap_or_default() {
+            stats.blocks += 1;
+            stats.block_bytes += location.len as u64;
+        }
+        let sealed = self.sealed.read().unwrap();
+        for sp in sealed.values() {
+            stats.packs += 1;
+            stats.pack_bytes += sp.view().pack_len;
+        }
+        if let Some(writer) = &self.writer.lock().unwrap().writer {
+            stats.packs += 1;
+            stats.pack_bytes += writer.len;
+        }
+        stats
+    }
+
+    fn locations(&self) -> Result<Vec<(BlockId, BlockLocation)>> {
+        let mut out = Vec::new();
+        for (pack, sp) in self.sealed.read().unwrap().iter() {
+            out.extend(sp.view().iter().map(|(id, e)| {
+                (
+                    id,
+                    BlockLocation {
+                        pack: *pack,
+                        offset: e.offset,
+                        len: e.len,
+                    },
+                )
+            }));
+        }
+        let open = self.open.read().unwrap();
+        if let Some(pack) = open.id {
+            out.extend(open.entries.iter().map(|(id, e)| {
+                (
+                    *id,
+                    BlockLocation {
+                        pack,
+                        offset: e.offset,
+                        len: e.len,
+                    },
+                )
+            }));
+        }
+        Ok(out)
+    }
+}

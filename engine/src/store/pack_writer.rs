@@ -1,0 +1,92 @@
+//! The open pack: appends segments of blocks at its end. Never rewrites a byte it wrote.
+
+use std::sync::Arc;
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::pack::{self, PackHeader};
+use crate::format::pack_index::Entry;
+use crate::ids::{BlockId, PackId};
+use crate::io::{IoFile, OpenMode, StorageIo};
+use crate::layout::StoreLayout;
+
+/// The most blocks one segment header lists; larger batches become several segments.
+const MAX_SEGMENT_BLOCKS: usize = 1024;
+
+pub(super) struct PackWriter {
+    pub id: PackId,
+    pub file: Arc<dyn IoFile>,
+    /// Bytes written (the next segment starts here).
+    pub len: u64,
+    /// Whether bytes were written since the last `sync`.
+    pub unsynced: bool,
+}
+
+impl PackWriter {
+    /// Creates a new pack file with its header and makes its name durable.
+    pub fn create(
+        io: &dyn StorageIo,
+        layout: &StoreLayout,
+        id: PackId,
+        header: PackHeader,
+    ) -> Result<PackWriter> {
+        let path = layout.pack(id);
+        let file = io
+            .open(&path, OpenMode::Create)
+            .ctx(|| format!("creating pack {}", path.display()))?;
+        file.set_len(0)
+            .ctx(|| format!("truncating pack {}", path.display()))?;
+        file.write_all_at(&header.encode(), 0)
+            .ctx(|| format!("writing pack header {}", path.display()))?;
+        io.sync_dir(&layout.packs_dir())
+            .ctx(|| format!("syncing {}", layout.packs_dir().display()))?;
+        Ok(PackWriter {
+            id,
+            file,
+            len: pack::HEADER_LEN,
+            unsynced: true,
+        })
+    }
+
+    /// Appends the blocks as one or more segments; returns where each landed.
+    pub fn append(&mut self, blocks: &[(BlockId, &[u8])]) -> Result<Vec<(BlockId, Entry)>> {
+        let mut placed = Vec::with_capacity(blocks.len());
+        for chunk in blocks.chunks(MAX_SEGMENT_BLOCKS) {
+            let entries: Vec<(BlockId, u32)> =
+                chunk.iter().map(|(id, d)| (*id, d.len() as u32)).collect();
+            let header = pack::encode_segment_header(&entries);
+            let total = header.len() as u64 + pack::segment_data_len(&entries);
+            let mut segment = Vec::with_capacity(total as usize);
+            segment.extend_from_slice(&header);
+            let mut offset = self.len + header.len() as u64;
+            for (id, data) in chunk {
+                placed.push((
+                    *id,
+                    Entry {
+                        offset,
+                        len: data.len() as u32,
+                    },
+                ));
+                segment.extend_from_slice(data);
+                segment.resize(pack::aligned(segment.len() as u64) as usize, 0);
+                offset = self.len + segment.len() as u64;
+            }
+            self.file
+                .write_all_at(&segment, self.len)
+                .map_err(|e| Error::io(format!("appending to pack {}", self.id), e))?;
+            self.len += segment.len() as u64;
+            self.unsynced = true;
+        }
+        Ok(placed)
+    }
+
+    pub fn sync(&mut self) -> Result<()> {
+        if self.unsynced {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io(format!("syncing pack {}", self.id), e))?;
+            self.file.drop_cache();
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+}
