@@ -20,6 +20,7 @@ pub enum ErrorKind {
     Locked,
     NoSpace,
     Unsupported,
+    NoAttr,
     Corrupt,
     Io,
 }
@@ -54,6 +55,8 @@ pub enum Error {
     NoSpace(String),
     #[error("not supported: {0}")]
     Unsupported(String),
+    #[error("no extended attribute {0}")]
+    NoAttr(String),
     #[error("corrupt store: {0}")]
     Corrupt(String),
     #[error("{context}: {source}")]
@@ -83,6 +86,7 @@ impl Error {
             Error::Locked(_) => ErrorKind::Locked,
             Error::NoSpace(_) => ErrorKind::NoSpace,
             Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::NoAttr(_) => ErrorKind::NoAttr,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 ErrorKind::NoSpace

@@ -83,10 +83,7 @@ mod tests {
             (layout.index_tmp(PackId(7)), PackFile::IndexTmp),
         ] {
             let name = path.file_name().unwrap().to_str().unwrap();
-            assert_eq!(
-                StoreLayout::parse_pack_name(name),
-                Some((PackId(7), kind))
-            );
+            assert_eq!(StoreLayout::parse_pack_name(name), Some((PackId(7), kind)));
         }
         assert_eq!(StoreLayout::parse_pack_name("junk"), None);
     }

@@ -14,3 +14,14 @@ pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{BlockId, LayerId, MapRoot, NodeId, PackId, PageId};
+pub mod layer;
+pub mod meta;
+pub mod store_dir;
+pub mod volume;
+
+pub use layer::mutate::RenameFlags;
+pub use store_dir::{Store, StoreOptions};
+pub use tree::node::FileKind;
+pub use volume::{Attr, Caller, Fallocate, SeekTarget, SetAttr, Volume, XattrMode};
+pub mod export;
+pub mod import;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! version u8 (=1) | kind u8 | perm u16 | uid u32 | gid u32 | nlink u32 |
-//! atime i64 | mtime i64 | ctime i64 (nanoseconds since the epoch) | flags u8 (bit 0: opaque) |
+//! atime i64 | mtime i64 | ctime i64 (nanoseconds since the epoch) | flags u8 (reserved, 0) |
 //! content:  file: size u64 | map root [32] | stored blocks u64
 //!           dir: parent node u64;  symlink: target (u32 length + bytes)
 //!           char/block device: rdev u64;  fifo/socket: nothing
@@ -27,7 +27,7 @@ pub fn encode(node: &NodeRecord) -> Vec<u8> {
         .i64(node.atime)
         .i64(node.mtime)
         .i64(node.ctime)
-        .u8(node.opaque as u8);
+        .u8(0);
     match &node.content {
         Content::File {
             size,
@@ -69,7 +69,9 @@ pub fn decode(bytes: &[u8]) -> Result<NodeRecord> {
     let atime = d.i64()?;
     let mtime = d.i64()?;
     let ctime = d.i64()?;
-    let opaque = d.u8()? & 1 == 1;
+    if d.u8()? != 0 {
+        return Err(d.corrupt("unknown flags"));
+    }
     let content = match kind {
         FileKind::File => Content::File {
             size: d.u64()?,
@@ -100,7 +102,6 @@ pub fn decode(bytes: &[u8]) -> Result<NodeRecord> {
         atime,
         mtime,
         ctime,
-        opaque,
         content,
         xattrs,
     })
@@ -122,8 +123,7 @@ mod tests {
         file.set_xattr(b"user.a", Some(b""));
         let mut link = NodeRecord::new(FileKind::Symlink, 0o777, 0, 0, -5);
         link.content = Content::Symlink(b"/etc/passwd".to_vec());
-        let mut dir = NodeRecord::new(FileKind::Dir, 0o1777, 0, 0, 0);
-        dir.opaque = true;
+        let dir = NodeRecord::new(FileKind::Dir, 0o1777, 0, 0, 0);
         let mut dev = NodeRecord::new(FileKind::CharDev, 0o600, 0, 0, 0);
         dev.content = Content::Device(0x0501);
         let fifo = NodeRecord::new(FileKind::Fifo, 0o644, 0, 0, 0);

@@ -98,8 +98,7 @@ pub fn decode_segment_header(bytes: &[u8], block_size: u32) -> Result<Vec<(Block
     if bytes.len() < body + CHECKSUM_LEN {
         return Err(Error::Corrupt("segment header truncated".into()));
     }
-    if blake3::hash(&bytes[..body]).as_bytes()[..CHECKSUM_LEN] != bytes[body..body + CHECKSUM_LEN]
-    {
+    if blake3::hash(&bytes[..body]).as_bytes()[..CHECKSUM_LEN] != bytes[body..body + CHECKSUM_LEN] {
         return Err(Error::Corrupt("segment header checksum mismatch".into()));
     }
     let mut d = Decoder::new(&bytes[8..body], "segment header");

@@ -87,7 +87,9 @@ impl<'a> IndexView<'a> {
             .checked_mul(ENTRY_LEN)
             .map(|n| n + HEADER_LEN + FANOUT_LEN + TRAILER_LEN);
         if expected != Some(bytes.len()) {
-            return Err(Error::Corrupt("pack index: size does not match count".into()));
+            return Err(Error::Corrupt(
+                "pack index: size does not match count".into(),
+            ));
         }
         let body = bytes.len() - TRAILER_LEN;
         if verify && blake3::hash(&bytes[..body]).as_bytes() != &bytes[body..] {
@@ -117,7 +119,11 @@ impl<'a> IndexView<'a> {
 
     pub fn find(&self, id: &BlockId) -> Option<Entry> {
         let first = id.0[0] as usize;
-        let mut lo = if first == 0 { 0 } else { self.fanout(first - 1) };
+        let mut lo = if first == 0 {
+            0
+        } else {
+            self.fanout(first - 1)
+        };
         let mut hi = self.fanout(first).min(self.count);
         while lo < hi {
             let mid = (lo + hi) / 2;

@@ -76,7 +76,9 @@ impl Dirent {
 
     pub fn decode(bytes: &[u8]) -> Result<Dirent> {
         if bytes.len() != 9 {
-            return Err(Error::Corrupt("directory entry has the wrong length".into()));
+            return Err(Error::Corrupt(
+                "directory entry has the wrong length".into(),
+            ));
         }
         if bytes[8] == 0 {
             return Ok(Dirent::Whiteout);

@@ -228,7 +228,10 @@ impl StorageIo for SimIo {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.check_alive()?;
         let mut ns = self.state.lock().unwrap();
-        ns.files.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+        ns.files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -363,7 +366,9 @@ impl IoFile for SimHandle {
     }
 
     fn map(&self) -> io::Result<Mapped> {
-        Ok(Mapped::Owned(self.file.state.lock().unwrap().current.clone()))
+        Ok(Mapped::Owned(
+            self.file.state.lock().unwrap().current.clone(),
+        ))
     }
 }
 

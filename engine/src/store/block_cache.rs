@@ -1,27 +1,29 @@
-//! A byte-bounded LRU of verified blocks (`--share-memory` mode and engine reads): N containers
-//! reading the same blocks hold them in memory once. Blocks are immutable and named by content,
-//! so the cache never needs invalidating.
+//! A byte-bounded LRU of verified, content-addressed byte strings: blocks (`--share-memory` mode,
+//! so N containers reading the same blocks hold them in memory once) and block-map pages. What
+//! it holds is immutable and named by its content, so the cache never needs invalidating.
 
 use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 
+use std::hash::Hash;
+
 use crate::ids::BlockId;
 
-pub struct BlockCache {
-    inner: Mutex<Inner>,
+pub struct BlockCache<K: Hash + Eq + Copy = BlockId> {
+    inner: Mutex<Inner<K>>,
     capacity_bytes: usize,
 }
 
-struct Inner {
-    lru: LruCache<BlockId, Arc<[u8]>>,
+struct Inner<K: Hash + Eq> {
+    lru: LruCache<K, Arc<[u8]>>,
     bytes: usize,
     hits: u64,
     misses: u64,
 }
 
-impl BlockCache {
-    pub fn new(capacity_bytes: usize) -> BlockCache {
+impl<K: Hash + Eq + Copy> BlockCache<K> {
+    pub fn new(capacity_bytes: usize) -> BlockCache<K> {
         BlockCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
@@ -33,7 +35,7 @@ impl BlockCache {
         }
     }
 
-    pub fn get(&self, id: &BlockId) -> Option<Arc<[u8]>> {
+    pub fn get(&self, id: &K) -> Option<Arc<[u8]>> {
         let mut inner = self.inner.lock().unwrap();
         let found = inner.lru.get(id).cloned();
         match found {
@@ -43,7 +45,7 @@ impl BlockCache {
         found
     }
 
-    pub fn insert(&self, id: BlockId, data: Arc<[u8]>) {
+    pub fn insert(&self, id: K, data: Arc<[u8]>) {
         if data.len() > self.capacity_bytes {
             return;
         }
@@ -71,7 +73,7 @@ impl BlockCache {
     }
 }
 
-impl std::fmt::Debug for BlockCache {
+impl<K: Hash + Eq + Copy> std::fmt::Debug for BlockCache<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "BlockCache({} bytes)", self.capacity_bytes)
     }
@@ -83,7 +85,7 @@ mod tests {
 
     #[test]
     fn evicts_least_recent_beyond_capacity() {
-        let cache = BlockCache::new(10);
+        let cache: BlockCache = BlockCache::new(10);
         let a = BlockId::of(b"a");
         let b = BlockId::of(b"b");
         cache.insert(a, Arc::from(&[1u8; 6][..]));

@@ -17,8 +17,9 @@
 mod block_cache;
 mod memory_store;
 mod pack_reader;
-mod pack_store;
+pub mod pack_store;
 mod pack_writer;
+mod staging;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +28,7 @@ use std::collections::BTreeMap;
 pub use block_cache::BlockCache;
 pub use memory_store::MemoryStore;
 pub use pack_store::PackStore;
+pub use staging::Staging;
 
 use crate::error::Result;
 use crate::format::records::PackRecord;

@@ -4,9 +4,9 @@
 use std::cell::RefCell;
 
 use crate::error::{Error, Result};
+use crate::format::PACK_ALIGN;
 use crate::format::pack::{self, PackHeader};
 use crate::format::pack_index::Entry;
-use crate::format::PACK_ALIGN;
 use crate::ids::{BlockId, PackId};
 use crate::io::{AlignedBuf, IoFile};
 
@@ -27,9 +27,16 @@ pub(super) fn read_block(
         let mut buf = cell.borrow_mut();
         buf.set_len(len);
         file.read_direct(&mut buf, entry.offset).map_err(|e| {
-            tracing::error!(pack = pack.0, offset = entry.offset, "block read failed: {e}");
+            tracing::error!(
+                pack = pack.0,
+                offset = entry.offset,
+                "block read failed: {e}"
+            );
             Error::io(
-                format!("reading block {id} from pack {pack} at offset {}", entry.offset),
+                format!(
+                    "reading block {id} from pack {pack} at offset {}",
+                    entry.offset
+                ),
                 e,
             )
         })?;
@@ -56,8 +63,8 @@ pub(super) fn read_header(file: &dyn IoFile, pack: PackId) -> Result<PackHeader>
     let mut page = vec![0u8; pack::HEADER_LEN as usize];
     file.read_exact_at(&mut page, 0)
         .map_err(|e| Error::io(format!("reading header of pack {pack}"), e))?;
-    let header = PackHeader::decode(&page)
-        .map_err(|e| Error::Corrupt(format!("pack {pack}: {e}")))?;
+    let header =
+        PackHeader::decode(&page).map_err(|e| Error::Corrupt(format!("pack {pack}: {e}")))?;
     if header.pack_id != pack.0 {
         return Err(Error::Corrupt(format!(
             "pack {pack} says it is pack {}",

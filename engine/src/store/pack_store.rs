@@ -11,12 +11,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::block_cache::BlockCache;
 use super::pack_reader;
 use super::pack_writer::PackWriter;
+use super::staging::Staging;
 use super::{BlockLocation, BlockStore, BlockStoreStats, Checkpoint};
 use crate::error::{Error, IoContext, Result};
+use crate::format::FORMAT_VERSION;
 use crate::format::pack::PackHeader;
 use crate::format::pack_index::{self, Entry, IndexView};
 use crate::format::records::PackRecord;
-use crate::format::FORMAT_VERSION;
 use crate::ids::{BlockId, PackId};
 use crate::io::{Io, IoFile, Mapped, OpenMode};
 use crate::layout::{PackFile, StoreLayout};
@@ -32,8 +33,8 @@ pub struct PackStoreConfig {
 }
 
 pub struct PackStore {
-    io: Io,
-    layout: StoreLayout,
+    pub(super) io: Io,
+    pub(super) layout: StoreLayout,
     config: PackStoreConfig,
     sealed: RwLock<BTreeMap<PackId, SealedPack>>,
     open: RwLock<OpenPack>,
@@ -78,7 +79,10 @@ impl PackStore {
         io.create_dir_all(&dir)
             .ctx(|| format!("creating {}", dir.display()))?;
         let mut max_id = records.keys().next_back().copied().unwrap_or(PackId(0));
-        for name in io.list_dir(&dir).ctx(|| format!("listing {}", dir.display()))? {
+        for name in io
+            .list_dir(&dir)
+            .ctx(|| format!("listing {}", dir.display()))?
+        {
             let Some((id, kind)) = name.to_str().and_then(StoreLayout::parse_pack_name) else {
                 continue;
             };
@@ -90,7 +94,8 @@ impl PackStore {
                     .ctx(|| format!("removing {}", path.display()))?;
             }
         }
-        io.sync_dir(&dir).ctx(|| format!("syncing {}", dir.display()))?;
+        io.sync_dir(&dir)
+            .ctx(|| format!("syncing {}", dir.display()))?;
 
         let cache = (config.cache_bytes > 0).then(|| BlockCache::new(config.cache_bytes));
         let store = PackStore {
@@ -106,7 +111,11 @@ impl PackStore {
             }),
             cache,
         };
-        let last_open = records.iter().rev().find(|(_, r)| !r.sealed).map(|(id, _)| *id);
+        let last_open = records
+            .iter()
+            .rev()
+            .find(|(_, r)| !r.sealed)
+            .map(|(id, _)| *id);
         for (&id, record) in records {
             store.recover_pack(id, *record, Some(id) == last_open)?;
         }
@@ -119,7 +128,9 @@ impl PackStore {
             .io
             .open(&path, OpenMode::ReadWrite)
             .map_err(|e| Error::Corrupt(format!("pack {id} is recorded but unreadable: {e}")))?;
-        let len = file.len().ctx(|| format!("reading length of {}", path.display()))?;
+        let len = file
+            .len()
+            .ctx(|| format!("reading length of {}", path.display()))?;
         if len < record.len {
             return Err(Error::Corrupt(format!(
                 "pack {id} holds {len} bytes but the metadata recorded {}",
@@ -153,8 +164,7 @@ impl PackStore {
                 .remove_file(&index_path)
                 .ctx(|| format!("removing {}", index_path.display()))?;
         }
-        let (entries, _) =
-            pack_reader::scan(&*file, id, self.config.block_size, record.len, true)?;
+        let (entries, _) = pack_reader::scan(&*file, id, self.config.block_size, record.len, true)?;
         if is_open {
             let mut open = self.open.write().unwrap();
             open.id = Some(id);
@@ -191,7 +201,10 @@ impl PackStore {
         let index = file.map().ctx(|| format!("mapping {}", path.display()))?;
         let view = IndexView::parse(&index, FORMAT_VERSION, true)?;
         if view.pack_id != id.0 || view.pack_len != pack_len {
-            return Err(Error::Corrupt(format!("index {} describes another pack", path.display())));
+            return Err(Error::Corrupt(format!(
+                "index {} describes another pack",
+                path.display()
+            )));
         }
         Ok(index)
     }
@@ -296,6 +309,62 @@ impl PackStore {
 
     pub fn cache(&self) -> Option<&BlockCache> {
         self.cache.as_ref()
+    }
+
+    pub(super) fn holds(&self, id: &BlockId) -> bool {
+        self.locate(id).is_some()
+    }
+
+    pub(super) fn allocate_pack_id(&self) -> PackId {
+        let mut state = self.writer.lock().unwrap();
+        let id = state.next_id;
+        state.next_id = PackId(id.0 + 1);
+        id
+    }
+
+    pub(super) fn block_size_u32(&self) -> u32 {
+        self.config.block_size
+    }
+
+    pub(super) fn pack_target(&self) -> u64 {
+        self.config.pack_target
+    }
+
+    /// Starts a staging area for an import (see `staging`).
+    pub fn stage(&self) -> Staging<'_> {
+        Staging::new(self)
+    }
+
+    /// Seals an import's staging packs into the store. Their records join the next checkpoint,
+    /// so they become durable with the metadata commit that publishes the import.
+    pub fn adopt(&self, mut staging: Staging<'_>) -> Result<()> {
+        let mut packs = std::mem::take(&mut staging.full);
+        if let Some(writer) = staging.writer.take() {
+            let entries = std::mem::take(&mut staging.entries).into_iter().collect();
+            packs.push((writer, entries));
+        }
+        for (mut writer, entries) in packs {
+            writer.sync()?;
+            let index = self.write_index(writer.id, writer.len, entries)?;
+            self.sealed.write().unwrap().insert(
+                writer.id,
+                SealedPack {
+                    file: writer.file.clone(),
+                    index,
+                },
+            );
+            let record = PackRecord {
+                len: writer.len,
+                sealed: true,
+            };
+            self.writer
+                .lock()
+                .unwrap()
+                .pending
+                .insert(writer.id, record);
+        }
+        staging.adopted = true;
+        Ok(())
     }
 }
 

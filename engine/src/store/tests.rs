@@ -91,7 +91,8 @@ impl Harness for PackHarness {
             .unwrap();
         let mut byte = [0u8; 1];
         file.read_exact_at(&mut byte, location.offset).unwrap();
-        file.write_all_at(&[byte[0] ^ 0xff], location.offset).unwrap();
+        file.write_all_at(&[byte[0] ^ 0xff], location.offset)
+            .unwrap();
     }
 }
 
@@ -126,7 +127,10 @@ fn round_trips_blocks_of_every_length(h: &mut dyn Harness) {
 fn stores_each_block_once(h: &mut dyn Harness) {
     let data = block(9, BS);
     let id = BlockId::of(&data);
-    assert_eq!(h.store().put(&[(id, &data), (id, &data)]).unwrap(), BS as u64);
+    assert_eq!(
+        h.store().put(&[(id, &data), (id, &data)]).unwrap(),
+        BS as u64
+    );
     assert_eq!(h.store().put(&[(id, &data)]).unwrap(), 0);
     assert_eq!(h.store().stats().blocks, 1);
 }
@@ -220,7 +224,12 @@ fn a_missing_index_is_rebuilt_from_the_pack() {
         put_one(&h.store, data);
     }
     assert!(h.reopen());
-    let sealed = h.records.iter().find(|(_, r)| r.sealed).map(|(id, _)| *id).unwrap();
+    let sealed = h
+        .records
+        .iter()
+        .find(|(_, r)| r.sealed)
+        .map(|(id, _)| *id)
+        .unwrap();
     h.io.remove_file(&layout().index(sealed)).unwrap();
     assert!(h.reopen());
     for data in &blocks {

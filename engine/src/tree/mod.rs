@@ -1,3 +1,5 @@
 //! Nodes and block maps: what a file is made of.
 
+pub mod block_map;
 pub mod node;
+pub mod pages;

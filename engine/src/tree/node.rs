@@ -82,7 +82,9 @@ pub enum Content {
         stored_blocks: u64,
     },
     /// A directory and the directory it sits in (itself for the root).
-    Dir { parent: NodeId },
+    Dir {
+        parent: NodeId,
+    },
     Symlink(Vec<u8>),
     /// A character or block device number.
     Device(u64),
@@ -103,8 +105,6 @@ pub struct NodeRecord {
     pub atime: TimeNs,
     pub mtime: TimeNs,
     pub ctime: TimeNs,
-    /// Directories only: entries of lower layers are hidden (OCI `.wh..wh..opq`).
-    pub opaque: bool,
     pub content: Content,
     /// Extended attributes of every namespace, sorted by name.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
@@ -135,7 +135,6 @@ impl NodeRecord {
             atime: now,
             mtime: now,
             ctime: now,
-            opaque: false,
             content,
             xattrs: Vec::new(),
         }

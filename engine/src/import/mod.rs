@@ -1,0 +1,215 @@
+//! Import: directories and layer tars (plain, gzip, zstd) become image layers.
+//!
+//! Data goes through the parallel block pipeline into staging packs; the tree is built in a
+//! staging layer; one final metadata transaction publishes the image (and adopts the packs).
+//! A failed import deletes its staging packs and layer, so the store is as it was; a crashed
+//! one leaves only unrecorded packs and a staging layer, which the next open sweeps.
+
+mod builder;
+mod dir;
+mod pipeline;
+mod tar;
+
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use builder::{EntryKind, EntryMeta, components};
+pub use pipeline::DataFigures;
+
+use crate::error::{Error, Result};
+use crate::ids::LayerId;
+use crate::meta::records::Records;
+use crate::store_dir::{Store, check_object_name};
+use builder::LayerBuilder;
+use pipeline::{ContentId, Pipeline};
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub image: String,
+    pub layers: usize,
+    pub entries: u64,
+    /// Bytes of regular-file content read.
+    pub logical_bytes: u64,
+    /// Of those, bytes in zero blocks (holes: stored as nothing).
+    pub zero_bytes: u64,
+    /// Bytes of new blocks the store now holds (the rest was already there).
+    pub added_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Hands one layer's entries to the builder and their data to the pipeline.
+pub struct LayerFeed<'a, 'p, 'e> {
+    pipeline: &'a mut Pipeline<'p, 'e>,
+    builder: LayerBuilder<'a>,
+    next_content: &'a mut ContentId,
+    block_size: usize,
+    entries: u64,
+}
+
+impl LayerFeed<'_, '_, '_> {
+    /// Adds a non-file entry (directory, symlink, hard link, device, fifo, socket).
+    pub fn entry(&mut self, path: &[u8], kind: EntryKind, meta: EntryMeta) -> Result<()> {
+        self.entries += 1;
+        self.builder.add(path, kind, meta)
+    }
+
+    /// Adds a regular file of `size` bytes read from `data`.
+    pub fn file(
+        &mut self,
+        path: &[u8],
+        meta: EntryMeta,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> Result<()> {
+        // Check the path before reading any data, so a bad entry costs nothing.
+        components(path)?;
+        let content = self.new_content();
+        let bs = self.block_size as u64;
+        for index in 0..size.div_ceil(bs) {
+            let len = (size - index * bs).min(bs) as usize;
+            let mut buf = vec![0u8; len];
+            data.read_exact(&mut buf).map_err(|e| {
+                Error::InvalidInput(format!(
+                    "entry {:?} is truncated: {e}",
+                    String::from_utf8_lossy(path)
+                ))
+            })?;
+            self.pipeline.block(content, index, buf)?;
+        }
+        self.entry(path, EntryKind::File { content, size }, meta)
+    }
+
+    pub(super) fn new_content(&mut self) -> ContentId {
+        *self.next_content += 1;
+        *self.next_content
+    }
+}
+
+impl Store {
+    /// Imports a directory or a tar archive (plain, .gz or .zst, detected from its bytes) as
+    /// the single-layer image `name`.
+    pub fn import_path(&self, src: &Path, name: &str) -> Result<ImportReport> {
+        let meta = std::fs::symlink_metadata(src)
+            .map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
+        if meta.is_dir() {
+            self.import_layers(
+                name,
+                None,
+                vec![Box::new(|feed: &mut LayerFeed| dir::feed(feed, src))],
+            )
+        } else {
+            let file = std::fs::File::open(src)
+                .map_err(|e| Error::io(format!("opening {}", src.display()), e))?;
+            self.import_tar(file, name)
+        }
+    }
+
+    /// Imports one layer tar (plain, gzip or zstd) as the image `name`.
+    pub fn import_tar(&self, reader: impl Read, name: &str) -> Result<ImportReport> {
+        let mut reader = Some(reader);
+        self.import_layers(
+            name,
+            None,
+            vec![Box::new(move |feed: &mut LayerFeed| {
+                tar::feed(feed, reader.take().expect("fed once"))
+            })],
+        )
+    }
+
+    /// Imports a stack of layers, bottom first, as image `name`. Each feeder adds one layer's
+    /// entries. All or nothing.
+    pub fn import_layers<'f>(
+        &self,
+        name: &str,
+        config: Option<serde_json::Value>,
+        layers: Vec<Box<dyn FnOnce(&mut LayerFeed) -> Result<()> + 'f>>,
+    ) -> Result<ImportReport> {
+        check_object_name("image", name)?;
+        if self.meta().read().image(name)?.is_some() {
+            return Err(Error::Exists(format!("image {name}")));
+        }
+        let started = Instant::now();
+        let mut made: Vec<LayerId> = Vec::new();
+        let count = layers.len();
+        let outcome = std::thread::scope(|scope| {
+            let mut pipeline = Pipeline::start(scope, self.blocks().stage());
+            let fed = self.feed_layers(&mut pipeline, layers, &mut made);
+            let finished = pipeline.finish();
+            let (entries, files) = fed?;
+            let (contents, figures, staging) = finished?;
+            builder::fill_contents(self, &made, &files, &contents)?;
+            Ok((entries, figures, staging))
+        });
+        let (entries, figures, staging) = match outcome {
+            Ok(done) => done,
+            Err(e) => {
+                self.discard_layers(&made);
+                return Err(e);
+            }
+        };
+        self.blocks().adopt(staging)?;
+        if let Err(e) = self.publish_image(name, &made, config) {
+            self.discard_layers(&made);
+            return Err(e);
+        }
+        Ok(ImportReport {
+            image: name.to_string(),
+            layers: count,
+            entries,
+            logical_bytes: figures.logical,
+            zero_bytes: figures.zero,
+            added_bytes: figures.added,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn feed_layers<'f>(
+        &self,
+        pipeline: &mut Pipeline<'_, '_>,
+        layers: Vec<Box<dyn FnOnce(&mut LayerFeed) -> Result<()> + 'f>>,
+        made: &mut Vec<LayerId>,
+    ) -> Result<(u64, Vec<(crate::ids::NodeId, ContentId, u64)>)> {
+        let mut next_content = 0;
+        let mut entries = 0;
+        let mut files = Vec::new();
+        for feeder in layers {
+            let parent = made.last().copied();
+            let layer = self.new_staging_layer(parent)?;
+            let lower = {
+                let mut lower = made.clone();
+                lower.reverse();
+                lower
+            };
+            made.push(layer);
+            let mut feed = LayerFeed {
+                pipeline,
+                builder: LayerBuilder::new(self, lower, layer),
+                next_content: &mut next_content,
+                block_size: self.block_size() as usize,
+                entries: 0,
+            };
+            feeder(&mut feed)?;
+            entries += feed.entries;
+            files.extend(feed.builder.finish_tree()?);
+        }
+        Ok((entries, files))
+    }
+
+    /// Removes staging layers of a failed import (best effort: the next open sweeps them too).
+    fn discard_layers(&self, layers: &[LayerId]) {
+        let removed = self.meta().write(|w| {
+            for layer in layers {
+                w.delete_layer(*layer)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = removed.and_then(|()| self.commit_metadata()) {
+            tracing::warn!("removing the layers of a failed import: {e}");
+        }
+    }
+}

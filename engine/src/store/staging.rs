@@ -1,0 +1,102 @@
+//! Staging packs: an import writes its blocks into packs of its own, which the store adopts
+//! (sealed, indexed, recorded) in the import's publishing transaction, or deletes when the
+//! import fails. So a failed import leaves the packs exactly as they were, and a crash leaves
+//! only unrecorded pack files, which the next open deletes.
+
+use std::collections::{HashMap, HashSet};
+
+use super::pack_store::PackStore;
+use super::pack_writer::PackWriter;
+use crate::error::Result;
+use crate::format::FORMAT_VERSION;
+use crate::format::pack::PackHeader;
+use crate::format::pack_index::Entry;
+use crate::ids::{BlockId, PackId};
+
+pub struct Staging<'a> {
+    pub(super) store: &'a PackStore,
+    pub(super) writer: Option<PackWriter>,
+    /// Finished staging packs and their entries.
+    pub(super) full: Vec<(PackWriter, Vec<(BlockId, Entry)>)>,
+    pub(super) entries: HashMap<BlockId, Entry>,
+    pub(super) all_ids: HashSet<BlockId>,
+    pub(super) adopted: bool,
+}
+
+impl<'a> Staging<'a> {
+    pub(super) fn new(store: &'a PackStore) -> Staging<'a> {
+        Staging {
+            store,
+            writer: None,
+            full: Vec::new(),
+            entries: HashMap::new(),
+            all_ids: HashSet::new(),
+            adopted: false,
+        }
+    }
+
+    /// Stores blocks the store and this import do not hold yet; returns the bytes added.
+    pub fn put(&mut self, blocks: &[(BlockId, &[u8])]) -> Result<u64> {
+        let mut fresh = Vec::new();
+        for (id, data) in blocks {
+            if id.is_zero() || self.all_ids.contains(id) || self.store.holds(id) {
+                continue;
+            }
+            self.all_ids.insert(*id);
+            fresh.push((*id, *data));
+        }
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        if self.writer.is_none() {
+            let id = self.store.allocate_pack_id();
+            let header = PackHeader {
+                version: FORMAT_VERSION,
+                block_size: self.store.block_size_u32(),
+                pack_id: id.0,
+            };
+            self.writer = Some(PackWriter::create(
+                &*self.store.io,
+                &self.store.layout,
+                id,
+                header,
+            )?);
+        }
+        let writer = self.writer.as_mut().expect("just created");
+        let placed = writer.append(&fresh)?;
+        self.entries.extend(placed);
+        if writer.len >= self.store.pack_target() {
+            let writer = self.writer.take().expect("present");
+            let entries = std::mem::take(&mut self.entries).into_iter().collect();
+            self.full.push((writer, entries));
+        }
+        Ok(fresh.iter().map(|(_, d)| d.len() as u64).sum())
+    }
+
+    /// Whether this import stored the block.
+    pub fn holds(&self, id: &BlockId) -> bool {
+        self.all_ids.contains(id)
+    }
+
+    pub(super) fn pack_ids(&self) -> Vec<PackId> {
+        self.full
+            .iter()
+            .map(|(w, _)| w.id)
+            .chain(self.writer.as_ref().map(|w| w.id))
+            .collect()
+    }
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        if self.adopted {
+            return;
+        }
+        for id in self.pack_ids() {
+            let path = self.store.layout.pack(id);
+            if let Err(e) = self.store.io.remove_file(&path) {
+                tracing::warn!("removing staging pack {}: {e}", path.display());
+            }
+        }
+    }
+}

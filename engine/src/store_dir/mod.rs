@@ -1,0 +1,338 @@
+//! The store as a whole: one directory holding the header, the packs, the metadata database
+//! and the lock. [`Store`] opens it (recovering from crashes), hands out volumes, makes changes
+//! durable, and runs the background flusher.
+//!
+//! Durability: every metadata commit is preceded by a sync of the packs, and records the pack
+//! lengths it covers (see `store::BlockStore`). Changes become durable at `Store::sync`, at a
+//! volume's `fsync`, `commit`, and within `flush_interval` (default 2 s) otherwise.
+
+mod flusher;
+mod lifecycle;
+mod lock;
+mod options;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+pub(crate) use lifecycle::freeze_layer;
+pub use lifecycle::{ContainerInfo, ImageInfo, check_object_name};
+pub use options::{StoreOptions, parse_size};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::FORMAT_VERSION;
+use crate::format::store_header::{self, StoreHeader};
+use crate::ids::PageId;
+use crate::io::{Io, IoBackend, OpenMode, RealIo};
+use crate::layout::StoreLayout;
+use crate::meta::Meta;
+use crate::meta::records::Records;
+use crate::store::pack_store::PackStoreConfig;
+use crate::store::{BlockCache, BlockStore, PackStore};
+use crate::volume::VolumeShared;
+use lock::StoreLock;
+
+/// A handle to an open store; clones share it.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+pub(crate) struct StoreInner {
+    pub layout: StoreLayout,
+    pub io: Io,
+    pub block_size: u32,
+    pub meta: Meta,
+    pub blocks: PackStore,
+    pub pages: BlockCache<PageId>,
+    pub dirty: DirtyBudget,
+    /// Serializes flushes and layer freezes (commit).
+    pub flush_lock: Mutex<()>,
+    pub volumes: Mutex<Vec<Weak<VolumeShared>>>,
+    /// The last error of a background flush, reported by the next fsync.
+    pub background_error: Mutex<Option<String>>,
+    flusher: flusher::Flusher,
+    _lock: Option<StoreLock>,
+}
+
+/// Bytes of dirty file data held in memory, against a limit.
+pub(crate) struct DirtyBudget {
+    bytes: AtomicU64,
+    pub limit: u64,
+}
+
+impl DirtyBudget {
+    pub fn add(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn release(&self, n: u64) {
+        self.bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+    pub fn held(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+fn check_block_size(block_size: u32) -> Result<()> {
+    if !block_size.is_power_of_two() || !(4096..=1 << 20).contains(&block_size) {
+        return Err(Error::InvalidInput(format!(
+            "block size {block_size} is not a power of two from 4K to 1M"
+        )));
+    }
+    Ok(())
+}
+
+fn open_db(io: &Io, layout: &StoreLayout, options: &StoreOptions, create: bool) -> Result<Meta> {
+    let path = layout.meta();
+    let mode = if create {
+        OpenMode::Create
+    } else {
+        OpenMode::ReadWrite
+    };
+    let file = io
+        .open(&path, mode)
+        .ctx(|| format!("opening metadata database {}", path.display()))?;
+    let mut builder = redb::Database::builder();
+    builder.set_cache_size(options.db_cache_bytes);
+    let db = builder.create_with_backend(IoBackend(file))?;
+    Meta::new(db)
+}
+
+impl Store {
+    /// Creates a new, empty store at `path` (the directory may exist but must not hold a store).
+    pub fn init(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let path = path.as_ref();
+        check_block_size(options.block_size)?;
+        let io = options.io.clone().unwrap_or_else(|| RealIo::new() as Io);
+        let layout = StoreLayout::new(path);
+        io.create_dir_all(path)
+            .ctx(|| format!("creating {}", path.display()))?;
+        let lock = lock_if_real(&options, &layout)?;
+        if io.exists(&layout.header()) {
+            return Err(Error::Exists(format!("a store at {}", path.display())));
+        }
+        io.create_dir_all(&layout.packs_dir())
+            .ctx(|| format!("creating {}", layout.packs_dir().display()))?;
+        let meta = open_db(&io, &layout, &options, true)?;
+        meta.commit(&Default::default())?;
+        drop(meta);
+        let header = StoreHeader {
+            version: FORMAT_VERSION,
+            block_size: options.block_size,
+            pack_target: options.pack_target,
+        };
+        // The header is written last: a store without one is an unfinished init.
+        let file = io
+            .open(&layout.header(), OpenMode::Create)
+            .ctx(|| format!("creating {}", layout.header().display()))?;
+        file.write_all_at(&header.encode(), 0)
+            .and_then(|_| file.sync_data())
+            .and_then(|_| io.sync_dir(path))
+            .ctx(|| format!("writing {}", layout.header().display()))?;
+        drop(lock);
+        Store::open(path, options)
+    }
+
+    /// Opens an existing store, recovering from any crash.
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let path = path.as_ref();
+        let io = options.io.clone().unwrap_or_else(|| RealIo::new() as Io);
+        let layout = StoreLayout::new(path);
+        if !io.exists(&layout.header()) {
+            return Err(Error::NotFound(format!(
+                "tessera store at {} (run `tessera init` first)",
+                path.display()
+            )));
+        }
+        let lock = lock_if_real(&options, &layout)?;
+        let header = read_header(&io, &layout)?;
+        let meta = open_db(&io, &layout, &options, false)?;
+        let records = meta.read().packs()?;
+        let blocks = PackStore::open(
+            io.clone(),
+            layout.clone(),
+            PackStoreConfig {
+                block_size: header.block_size,
+                pack_target: header.pack_target,
+                cache_bytes: options.block_cache_bytes,
+            },
+            &records,
+        )?;
+        let inner = Arc::new(StoreInner {
+            layout,
+            io,
+            block_size: header.block_size,
+            meta,
+            blocks,
+            pages: BlockCache::new(options.page_cache_bytes),
+            dirty: DirtyBudget {
+                bytes: AtomicU64::new(0),
+                limit: options.dirty_limit,
+            },
+            flush_lock: Mutex::new(()),
+            volumes: Mutex::new(Vec::new()),
+            background_error: Mutex::new(None),
+            flusher: flusher::Flusher::default(),
+            _lock: lock,
+        });
+        let store = Store { inner };
+        store.sweep_leftovers()?;
+        if let Some(interval) = options.flush_interval {
+            flusher::start(&store, interval);
+        }
+        Ok(store)
+    }
+
+    /// Removes what a crash left unreachable: unpublished import layers and orphaned nodes
+    /// (open-but-unlinked files whose last close never came). Nothing is open yet.
+    fn sweep_leftovers(&self) -> Result<()> {
+        let meta = &self.inner.meta;
+        let swept = meta.write(|w| {
+            let mut swept = 0;
+            for (layer, node) in w.all_orphans()? {
+                w.delete_node(layer, node);
+                w.delete_orphan(layer, node);
+                swept += 1;
+            }
+            for (id, record) in w.layers()? {
+                if record.state == crate::format::records::LayerState::Staging {
+                    w.delete_layer(id)?;
+                    swept += 1;
+                }
+            }
+            Ok(swept)
+        })?;
+        if swept > 0 {
+            tracing::info!("swept {swept} crash leftovers");
+            self.commit_metadata()?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        self.inner.layout.root()
+    }
+
+    pub fn block_size(&self) -> u32 {
+        self.inner.block_size
+    }
+
+    pub(crate) fn meta(&self) -> &Meta {
+        &self.inner.meta
+    }
+
+    pub(crate) fn blocks(&self) -> &PackStore {
+        &self.inner.blocks
+    }
+
+    pub(crate) fn flush_guard(&self) -> MutexGuard<'_, ()> {
+        self.inner.flush_lock.lock().unwrap()
+    }
+
+    /// Syncs the packs and commits every metadata change with the pack lengths they need.
+    pub(crate) fn commit_metadata(&self) -> Result<()> {
+        let checkpoint = self.inner.blocks.sync()?;
+        self.inner.meta.commit(&checkpoint.packs)?;
+        self.inner.blocks.acknowledge(&checkpoint);
+        Ok(())
+    }
+
+    /// Makes every change so far durable: dirty file data of every open volume, then metadata.
+    pub fn sync(&self) -> Result<()> {
+        for volume in self.live_volumes() {
+            crate::volume::Volume::from_shared(volume).flush_data(None)?;
+        }
+        self.commit_metadata()
+    }
+
+    pub(crate) fn live_volumes(&self) -> Vec<Arc<VolumeShared>> {
+        let mut volumes = self.inner.volumes.lock().unwrap();
+        volumes.retain(|v| v.strong_count() > 0);
+        volumes.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Blocks until dirty data is below the limit, flushing if it is not. Called by writers
+    /// before they take any lock.
+    pub(crate) fn make_room(&self, incoming: u64) -> Result<()> {
+        let dirty = &self.inner.dirty;
+        if dirty.held() + incoming > dirty.limit {
+            for volume in self.live_volumes() {
+                crate::volume::Volume::from_shared(volume).flush_data(None)?;
+            }
+            self.commit_metadata()?;
+        }
+        Ok(())
+    }
+
+    /// Takes the error a background flush hit, if any (reported once).
+    pub(crate) fn take_background_error(&self) -> Option<String> {
+        self.inner.background_error.lock().unwrap().take()
+    }
+
+    pub(crate) fn pages(&self) -> &BlockCache<PageId> {
+        &self.inner.pages
+    }
+
+    /// Bytes the store occupies on disk (allocated blocks of the packs and the database).
+    pub fn disk_usage(&self) -> Result<u64> {
+        let io = &self.inner.io;
+        let layout = &self.inner.layout;
+        let mut total = io
+            .allocated_bytes(&layout.meta())
+            .ctx(|| format!("measuring {}", layout.meta().display()))?;
+        for name in io
+            .list_dir(&layout.packs_dir())
+            .ctx(|| "listing packs".to_string())?
+        {
+            let path: PathBuf = layout.packs_dir().join(name);
+            total += io.allocated_bytes(&path).unwrap_or(0);
+        }
+        Ok(total)
+    }
+
+    pub fn block_store_stats(&self) -> crate::store::BlockStoreStats {
+        self.inner.blocks.stats()
+    }
+}
+
+fn lock_if_real(options: &StoreOptions, layout: &StoreLayout) -> Result<Option<StoreLock>> {
+    match options.io {
+        Some(_) => Ok(None),
+        None => StoreLock::acquire(&layout.lock(), layout.root()).map(Some),
+    }
+}
+
+fn read_header(io: &Io, layout: &StoreLayout) -> Result<StoreHeader> {
+    let path = layout.header();
+    let file = io
+        .open(&path, OpenMode::ReadOnly)
+        .ctx(|| format!("opening {}", path.display()))?;
+    let mut bytes = vec![0u8; store_header::LEN];
+    file.read_exact_at(&mut bytes, 0)
+        .ctx(|| format!("reading {}", path.display()))?;
+    let header = StoreHeader::decode(&bytes)?;
+    if header.version != FORMAT_VERSION {
+        return Err(Error::Unsupported(format!(
+            "store format version {} (this build reads version {FORMAT_VERSION})",
+            header.version
+        )));
+    }
+    check_block_size(header.block_size)?;
+    Ok(header)
+}
+
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        self.flusher.stop();
+        let checkpoint = match self.blocks.sync() {
+            Ok(checkpoint) => checkpoint,
+            Err(e) => {
+                tracing::error!("closing store: syncing packs failed: {e}");
+                return;
+            }
+        };
+        if let Err(e) = self.meta.commit(&checkpoint.packs) {
+            tracing::error!("closing store: committing metadata failed: {e}");
+        }
+    }
+}

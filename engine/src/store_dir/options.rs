@@ -1,0 +1,108 @@
+//! How a store is created and opened. Defaults are documented on each field; the CLI maps its
+//! flags onto the chained setters.
+
+use std::time::Duration;
+
+use crate::io::Io;
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Block size of a new store: a power of two from 4 KiB to 1 MiB. Default 64 KiB.
+    pub block_size: u32,
+    /// A pack is sealed at this size. Default 256 MiB.
+    pub pack_target: u64,
+    /// Verified blocks kept in memory by the daemon (share-memory mode). Default 0: the
+    /// kernel's page cache above the mount is the only cache.
+    pub block_cache_bytes: usize,
+    /// Block-map pages kept in memory. Default 32 MiB.
+    pub page_cache_bytes: usize,
+    /// Dirty file data held in memory before writers must wait for a flush. Default 256 MiB.
+    pub dirty_limit: u64,
+    /// How often a background thread makes changes durable (`None`: never; only explicit
+    /// syncs). Default 2 s, so any change is durable within 5 s.
+    pub flush_interval: Option<Duration>,
+    /// redb's page cache. Default 32 MiB.
+    pub db_cache_bytes: usize,
+    /// The I/O implementation (default: the real file system, and the store is locked).
+    pub io: Option<Io>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            block_size: 64 * 1024,
+            pack_target: 256 * 1024 * 1024,
+            block_cache_bytes: 0,
+            page_cache_bytes: 32 * 1024 * 1024,
+            dirty_limit: 256 * 1024 * 1024,
+            flush_interval: Some(Duration::from_secs(2)),
+            db_cache_bytes: 32 * 1024 * 1024,
+            io: None,
+        }
+    }
+}
+
+impl StoreOptions {
+    pub fn block_size(mut self, bytes: u32) -> Self {
+        self.block_size = bytes;
+        self
+    }
+    pub fn pack_target(mut self, bytes: u64) -> Self {
+        self.pack_target = bytes;
+        self
+    }
+    pub fn block_cache_bytes(mut self, bytes: usize) -> Self {
+        self.block_cache_bytes = bytes;
+        self
+    }
+    pub fn dirty_limit(mut self, bytes: u64) -> Self {
+        self.dirty_limit = bytes;
+        self
+    }
+    pub fn flush_interval(mut self, interval: Option<Duration>) -> Self {
+        self.flush_interval = interval;
+        self
+    }
+    pub fn io(mut self, io: Io) -> Self {
+        self.io = Some(io);
+        self
+    }
+}
+
+/// Parses sizes such as `4096`, `64K`, `1M`, `2G` (binary units).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let shift = match unit
+        .trim_end_matches(['i', 'B', 'b'])
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64K"), Some(65536));
+        assert_eq!(parse_size("1MiB"), Some(1 << 20));
+        assert_eq!(parse_size("2g"), Some(2 << 30));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("12Q"), None);
+    }
+}

@@ -1,0 +1,136 @@
+//! The attribute and argument types of the Volume API.
+
+use serde::Serialize;
+
+use crate::ids::NodeId;
+use crate::tree::node::{FileKind, NodeRecord, TimeNs};
+
+/// What `stat` shows of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub node: NodeId,
+    pub kind: FileKind,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    /// 512-byte units referenced (zero blocks are holes).
+    pub blocks: u64,
+    pub atime: TimeNs,
+    pub mtime: TimeNs,
+    pub ctime: TimeNs,
+    pub rdev: u64,
+    /// Preferred I/O size: the store's block size.
+    pub blksize: u32,
+}
+
+impl Attr {
+    pub fn from_record(node: NodeId, record: &NodeRecord, block_size: u32) -> Attr {
+        let stored = match record.content {
+            crate::tree::node::Content::File { stored_blocks, .. } => stored_blocks,
+            _ => 0,
+        };
+        Attr {
+            node,
+            kind: record.kind,
+            perm: record.perm,
+            nlink: record.nlink,
+            uid: record.uid,
+            gid: record.gid,
+            size: record.size(),
+            blocks: stored * (block_size as u64 / 512),
+            atime: record.atime,
+            mtime: record.mtime,
+            ctime: record.ctime,
+            rdev: record.rdev(),
+            blksize: block_size,
+        }
+    }
+
+    /// The full `st_mode`.
+    pub fn mode(&self) -> u32 {
+        self.kind.mode_bits() | self.perm as u32
+    }
+}
+
+/// A `setattr` request: each `Some` field is changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// Permission bits (the file type part is ignored).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeNs>,
+    pub mtime: Option<TimeNs>,
+}
+
+/// The credentials of the process making a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Caller {
+    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
+}
+
+/// One entry of a directory listing. `offset` is where the next listing continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub node: NodeId,
+    pub kind: FileKind,
+    pub offset: u64,
+}
+
+/// How `setxattr` treats an existing attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XattrMode {
+    #[default]
+    Any,
+    /// XATTR_CREATE: fail if it exists.
+    Create,
+    /// XATTR_REPLACE: fail if it does not.
+    Replace,
+}
+
+/// What `lseek` looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTarget {
+    Data,
+    Hole,
+}
+
+/// `fallocate` modes the engine supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallocate {
+    /// Mode 0: extend the size to cover the range.
+    Allocate,
+    /// FALLOC_FL_KEEP_SIZE: reserve without changing the size.
+    KeepSize,
+    /// FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: the range reads as zeros and stores nothing.
+    PunchHole,
+}
+
+/// File system figures for `statfs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FsStats {
+    pub block_size: u32,
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub blocks_available: u64,
+    pub files: u64,
+    pub files_free: u64,
+    pub name_max: u32,
+}
+
+/// An open file of a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileHandle(pub u64);
+
+/// An open directory of a volume (its listing is a snapshot taken at open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DirHandle(pub u64);

@@ -1,0 +1,520 @@
+//! File contents in a view: reads, writes, truncation, hole punching and SEEK_DATA/SEEK_HOLE,
+//! over a node's persisted block map plus its dirty blocks.
+//!
+//! A write copies up the node's record (metadata only) and then changes whole blocks in memory:
+//! a partly written block is read once (read-modify-write of the edge blocks only), a fully
+//! written one is not read at all. Dirty blocks are hashed and stored by the next flush
+//! (`flush.rs`), which rewrites only the block-map pages on their paths. Content is canonical:
+//! the last block is stored at the file's length, so equal contents give equal roots.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{Attr, Fallocate, SeekTarget, Volume, now_ns};
+use crate::error::{Error, Result};
+use crate::ids::{BlockId, MapRoot, NodeId};
+use crate::layer::{Stack, lookup};
+use crate::meta::records::Records;
+use crate::store::BlockStore;
+use crate::tree::block_map::{self, block_count};
+use crate::tree::node::{Content, FileKind, NodeRecord, TimeNs};
+use crate::tree::pages::MetaPages;
+
+/// The largest file the engine accepts (16 TiB), so offsets never overflow.
+pub const MAX_FILE_SIZE: u64 = 1 << 44;
+
+/// A block changed in memory and not yet flushed.
+pub(crate) enum DirtyBlock {
+    /// New bytes, `block_size` long (bytes past the end of the file are zero).
+    Data(Box<[u8]>),
+    /// An existing block, by id (a punched hole is `BlockId::ZERO`).
+    Id(BlockId),
+}
+
+/// A regular file's contents as this view sees them.
+pub(crate) struct FileData {
+    /// The persisted block map the dirty blocks apply to.
+    pub base_size: u64,
+    pub base_root: MapRoot,
+    /// The smallest size since the last flush: base blocks from there on read as zeros.
+    pub min_size: u64,
+    pub size: u64,
+    pub dirty: BTreeMap<u64, DirtyBlock>,
+    /// Modification time of unflushed writes (also the ctime).
+    pub mtime: Option<TimeNs>,
+    /// Whether the writable layer holds the node's record.
+    pub copied_up: bool,
+}
+
+impl FileData {
+    pub fn is_clean(&self) -> bool {
+        self.dirty.is_empty()
+            && self.size == self.base_size
+            && self.min_size == self.base_size
+            && self.mtime.is_none()
+    }
+}
+
+/// What a view keeps of a node it is using: open handles, and a file's unflushed data.
+pub(crate) struct NodeState {
+    pub data: Mutex<FileData>,
+    pub open: AtomicU32,
+    pub is_file: bool,
+}
+
+impl NodeState {
+    pub fn from_record(record: &NodeRecord) -> NodeState {
+        let (size, root) = match &record.content {
+            Content::File { size, root, .. } => (*size, *root),
+            _ => (0, MapRoot::ZERO),
+        };
+        NodeState {
+            data: Mutex::new(FileData {
+                base_size: size,
+                base_root: root,
+                min_size: size,
+                size,
+                dirty: BTreeMap::new(),
+                mtime: None,
+                copied_up: false,
+            }),
+            open: AtomicU32::new(0),
+            is_file: record.kind == FileKind::File,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst) > 0
+    }
+
+    /// Applies unflushed size and times to attributes read from the record.
+    pub fn apply_to(&self, attr: &mut Attr, block_size: u32) {
+        if !self.is_file {
+            return;
+        }
+        let fd = self.data.lock().unwrap();
+        attr.size = fd.size;
+        if let Some(t) = fd.mtime {
+            attr.mtime = t;
+            attr.ctime = t;
+        }
+        let new_blocks = fd
+            .dirty
+            .values()
+            .filter(|b| matches!(b, DirtyBlock::Data(_)))
+            .count() as u64;
+        attr.blocks += new_blocks * (block_size as u64 / 512);
+    }
+}
+
+/// Where one block of a read comes from.
+struct Fetch {
+    index: u64,
+    id: BlockId,
+}
+
+impl Volume {
+    pub(crate) fn existing_state(&self, node: NodeId) -> Option<Arc<NodeState>> {
+        self.shared.nodes.lock().unwrap().get(&node).cloned()
+    }
+
+    /// The node's state, created from its newest record when the view has none yet.
+    pub(crate) fn state(&self, stack: &Stack, node: NodeId) -> Result<Arc<NodeState>> {
+        loop {
+            if let Some(state) = self.existing_state(node) {
+                return Ok(state);
+            }
+            // A state evicted between reading the record and inserting would make this one
+            // stale: retry when any eviction happened meanwhile.
+            let generation = self.shared.evictions.load(Ordering::SeqCst);
+            let record = self.record(stack, node)?;
+            let state = Arc::new(NodeState::from_record(&record));
+            let mut nodes = self.shared.nodes.lock().unwrap();
+            if self.shared.evictions.load(Ordering::SeqCst) == generation {
+                return Ok(nodes.entry(node).or_insert(state).clone());
+            }
+        }
+    }
+
+    /// A regular file's state, locked.
+    fn file_state(&self, stack: &Stack, node: NodeId) -> Result<Arc<NodeState>> {
+        let state = self.state(stack, node)?;
+        if !state.is_file {
+            let record = self.record(stack, node)?;
+            return Err(match record.kind {
+                FileKind::Dir => Error::IsDir(format!("node {node}")),
+                _ => Error::InvalidInput(format!("node {node} is not a regular file")),
+            });
+        }
+        Ok(state)
+    }
+
+    fn block_bytes(&self) -> u64 {
+        self.block_size() as u64
+    }
+
+    /// Reads up to `len` bytes at `offset` (fewer at the end of the file).
+    pub fn read(&self, node: NodeId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let stack = self.stack();
+        let bs = self.block_bytes();
+        let (mut out, fetch) = match self.existing_state(node) {
+            Some(state) if state.is_file => {
+                let fd = state.data.lock().unwrap();
+                self.plan_read(&fd, offset, len)?
+            }
+            _ => {
+                let record = self.record(&stack, node)?;
+                let Content::File { size, root, .. } = record.content else {
+                    return Err(match record.kind {
+                        FileKind::Dir => Error::IsDir(format!("node {node}")),
+                        _ => Error::InvalidInput(format!("node {node} is not a regular file")),
+                    });
+                };
+                let base = FileData {
+                    base_size: size,
+                    base_root: root,
+                    min_size: size,
+                    size,
+                    dirty: BTreeMap::new(),
+                    mtime: None,
+                    copied_up: false,
+                };
+                self.plan_read(&base, offset, len)?
+            }
+        };
+        drop(stack);
+        let end = offset + out.len() as u64;
+        let mut scratch = Vec::new();
+        for Fetch { index, id } in fetch {
+            if id.is_zero() {
+                continue;
+            }
+            let block_start = index * bs;
+            let (s, e) = (offset.max(block_start), end.min(block_start + bs));
+            let dst = &mut out[(s - offset) as usize..(e - offset) as usize];
+            self.get_block(&id, dst, &mut scratch, (s - block_start) as usize)?;
+        }
+        Ok(out)
+    }
+
+    /// Copies bytes `[skip, skip + dst.len())` of block `id` into `dst` (straight into `dst`
+    /// when it takes a whole block).
+    fn get_block(
+        &self,
+        id: &BlockId,
+        dst: &mut [u8],
+        scratch: &mut Vec<u8>,
+        skip: usize,
+    ) -> Result<()> {
+        let blocks = self.shared.store.blocks();
+        if skip == 0 && dst.len() >= blocks.block_size() {
+            blocks.get(id, dst)?;
+            return Ok(());
+        }
+        scratch.resize(blocks.block_size(), 0);
+        let n = blocks.get(id, scratch)?;
+        let available = n.saturating_sub(skip).min(dst.len());
+        dst[..available].copy_from_slice(&scratch[skip..skip + available]);
+        dst[available..].fill(0);
+        Ok(())
+    }
+
+    /// Copies dirty bytes of the range into a new buffer and lists the blocks still to read.
+    fn plan_read(&self, fd: &FileData, offset: u64, len: usize) -> Result<(Vec<u8>, Vec<Fetch>)> {
+        let bs = self.block_bytes();
+        let end = offset.saturating_add(len as u64).min(fd.size);
+        if offset >= end {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let readable = block_count(fd.base_size.min(fd.min_size), bs);
+        let mut fetch = Vec::new();
+        let mut from_base = Vec::new();
+        for index in first..=last {
+            match fd.dirty.get(&index) {
+                Some(DirtyBlock::Data(buf)) => {
+                    let block_start = index * bs;
+                    let (s, e) = (offset.max(block_start), end.min(block_start + bs));
+                    out[(s - offset) as usize..(e - offset) as usize].copy_from_slice(
+                        &buf[(s - block_start) as usize..(e - block_start) as usize],
+                    );
+                }
+                Some(DirtyBlock::Id(id)) => fetch.push(Fetch { index, id: *id }),
+                None if index < readable => from_base.push(index),
+                None => {}
+            }
+        }
+        if let (Some(&lo), Some(&hi)) = (from_base.first(), from_base.last()) {
+            let ids = self.base_ids(fd, lo, hi - lo + 1)?;
+            for index in from_base {
+                fetch.push(Fetch {
+                    index,
+                    id: ids[(index - lo) as usize],
+                });
+            }
+        }
+        Ok((out, fetch))
+    }
+
+    fn base_ids(&self, fd: &FileData, first: u64, count: u64) -> Result<Vec<BlockId>> {
+        let store = &self.shared.store;
+        let r = store.meta().read();
+        let pages = MetaPages {
+            meta: &r,
+            cache: store.pages(),
+        };
+        let n = block_count(fd.base_size, self.block_bytes());
+        block_map::block_ids(&pages, fd.base_root, n, first, count)
+    }
+
+    /// Writes `data` at `offset`; returns the bytes written (all of them).
+    pub fn write(&self, node: NodeId, offset: u64, data: &[u8]) -> Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|end| *end <= MAX_FILE_SIZE)
+            .ok_or_else(|| Error::InvalidInput("write past the largest file size".into()))?;
+        let bs = self.block_bytes();
+        let touched = end.div_ceil(bs) - offset / bs;
+        self.shared.store.make_room(touched * bs)?;
+        let stack = self.stack();
+        stack.upper()?;
+        let state = self.file_state(&stack, node)?;
+        let mut fd = state.data.lock().unwrap();
+        self.ensure_copied_up(&stack, node, &mut fd)?;
+        if end > fd.size {
+            self.resize(&mut fd, end)?;
+        }
+        for index in offset / bs..end.div_ceil(bs) {
+            let block_start = index * bs;
+            let (s, e) = (offset.max(block_start), end.min(block_start + bs));
+            let whole = s == block_start && e == block_start + bs;
+            let buf = self.block_for_write(&mut fd, index, whole)?;
+            buf[(s - block_start) as usize..(e - block_start) as usize]
+                .copy_from_slice(&data[(s - offset) as usize..(e - offset) as usize]);
+        }
+        fd.mtime = Some(now_ns());
+        Ok(data.len())
+    }
+
+    /// Copies the node's record into the writable layer once (metadata only).
+    pub(crate) fn ensure_copied_up(
+        &self,
+        stack: &Stack,
+        node: NodeId,
+        fd: &mut MutexGuard<'_, FileData>,
+    ) -> Result<()> {
+        if fd.copied_up {
+            return Ok(());
+        }
+        let upper = stack.upper()?;
+        self.shared.store.meta().write(|w| {
+            if w.node(upper, node)?.is_none() {
+                let record = lookup::existing(w, &stack.layers, node)?;
+                w.put_node(upper, node, &record);
+            }
+            Ok(())
+        })?;
+        fd.copied_up = true;
+        Ok(())
+    }
+
+    /// The dirty buffer of block `index`, loading the block's current bytes unless `whole`
+    /// (the caller overwrites all of it).
+    fn block_for_write<'a>(
+        &self,
+        fd: &'a mut FileData,
+        index: u64,
+        whole: bool,
+    ) -> Result<&'a mut [u8]> {
+        let bs = self.block_bytes() as usize;
+        let current = match fd.dirty.get(&index) {
+            Some(DirtyBlock::Data(_)) => None,
+            Some(DirtyBlock::Id(id)) => Some(*id),
+            None if whole => Some(BlockId::ZERO),
+            None => {
+                let readable = block_count(fd.base_size.min(fd.min_size), bs as u64);
+                if index < readable {
+                    Some(self.base_ids(fd, index, 1)?[0])
+                } else {
+                    Some(BlockId::ZERO)
+                }
+            }
+        };
+        if let Some(id) = current {
+            let mut buf = vec![0u8; bs].into_boxed_slice();
+            if !id.is_zero() && !whole {
+                let n = self.shared.store.blocks().get(&id, &mut buf)?;
+                buf[n..].fill(0);
+            }
+            self.shared.store.inner.dirty.add(bs as u64);
+            fd.dirty.insert(index, DirtyBlock::Data(buf));
+        }
+        match fd.dirty.get_mut(&index) {
+            Some(DirtyBlock::Data(buf)) => Ok(buf),
+            _ => unreachable!("block {index} was just made dirty"),
+        }
+    }
+
+    /// Drops a dirty block, returning its budget.
+    fn forget_block(&self, fd: &mut FileData, index: u64) {
+        if let Some(DirtyBlock::Data(_)) = fd.dirty.remove(&index) {
+            self.shared.store.inner.dirty.release(self.block_bytes());
+        }
+    }
+
+    /// Changes the size, keeping content canonical: the old partial last block is loaded when
+    /// the file grows past it; the new partial last block is loaded and its tail zeroed when
+    /// it shrinks.
+    fn resize(&self, fd: &mut FileData, new_size: u64) -> Result<()> {
+        let bs = self.block_bytes();
+        if new_size > fd.size {
+            if fd.size % bs != 0 {
+                self.block_for_write(fd, fd.size / bs, false)?;
+            }
+        } else if new_size < fd.size {
+            let keep = new_size.div_ceil(bs);
+            let dropped: Vec<u64> = fd.dirty.range(keep..).map(|(i, _)| *i).collect();
+            for index in dropped {
+                self.forget_block(fd, index);
+            }
+            if new_size % bs != 0 {
+                let cut = (new_size % bs) as usize;
+                self.block_for_write(fd, new_size / bs, false)?[cut..].fill(0);
+            }
+            fd.min_size = fd.min_size.min(new_size);
+        }
+        fd.size = new_size;
+        Ok(())
+    }
+
+    /// Sets a regular file's size (truncate or extend with zeros).
+    pub(crate) fn truncate(&self, stack: &Stack, node: NodeId, size: u64) -> Result<()> {
+        if size > MAX_FILE_SIZE {
+            return Err(Error::InvalidInput(format!(
+                "size {size} exceeds the largest file size"
+            )));
+        }
+        stack.upper()?;
+        let state = self.file_state(stack, node)?;
+        let mut fd = state.data.lock().unwrap();
+        self.ensure_copied_up(stack, node, &mut fd)?;
+        self.resize(&mut fd, size)?;
+        fd.mtime = Some(now_ns());
+        Ok(())
+    }
+
+    /// `fallocate`: extend, reserve, or punch a hole.
+    pub fn fallocate(&self, node: NodeId, mode: Fallocate, offset: u64, len: u64) -> Result<()> {
+        let end = offset
+            .checked_add(len)
+            .filter(|end| *end <= MAX_FILE_SIZE)
+            .ok_or_else(|| Error::InvalidInput("fallocate past the largest file size".into()))?;
+        let stack = self.stack();
+        stack.upper()?;
+        let state = self.file_state(&stack, node)?;
+        let mut fd = state.data.lock().unwrap();
+        match mode {
+            // Content-addressed blocks cannot be reserved ahead; extending is what is visible.
+            Fallocate::KeepSize => Ok(()),
+            Fallocate::Allocate => {
+                if end > fd.size {
+                    self.ensure_copied_up(&stack, node, &mut fd)?;
+                    self.resize(&mut fd, end)?;
+                    fd.mtime = Some(now_ns());
+                }
+                Ok(())
+            }
+            Fallocate::PunchHole => {
+                self.ensure_copied_up(&stack, node, &mut fd)?;
+                let end = end.min(fd.size);
+                self.punch(&mut fd, offset, end)?;
+                fd.mtime = Some(now_ns());
+                Ok(())
+            }
+        }
+    }
+
+    fn punch(&self, fd: &mut FileData, start: u64, end: u64) -> Result<()> {
+        let bs = self.block_bytes();
+        if start >= end {
+            return Ok(());
+        }
+        for index in start / bs..end.div_ceil(bs) {
+            let block_start = index * bs;
+            let block_end = (block_start + bs).min(fd.size);
+            let (s, e) = (start.max(block_start), end.min(block_end));
+            if s == block_start && e == block_end {
+                self.forget_block(fd, index);
+                fd.dirty.insert(index, DirtyBlock::Id(BlockId::ZERO));
+            } else {
+                let buf = self.block_for_write(fd, index, false)?;
+                buf[(s - block_start) as usize..(e - block_start) as usize].fill(0);
+            }
+        }
+        Ok(())
+    }
+
+    /// `lseek` with SEEK_DATA or SEEK_HOLE. Zero blocks are holes; the end of the file is a
+    /// hole. `NotFound` (ENXIO) when there is no such place at or after `offset`.
+    pub fn seek(&self, node: NodeId, offset: u64, target: SeekTarget) -> Result<u64> {
+        let stack = self.stack();
+        let state = self.file_state(&stack, node)?;
+        let fd = state.data.lock().unwrap();
+        if offset >= fd.size {
+            return Err(Error::NotFound(format!(
+                "no data or hole past offset {offset}"
+            )));
+        }
+        let bs = self.block_bytes();
+        let n = block_count(fd.size, bs);
+        let readable = block_count(fd.base_size.min(fd.min_size), bs);
+        let base_n = block_count(fd.base_size, bs);
+        let store = &self.shared.store;
+        let r = store.meta().read();
+        let pages = MetaPages {
+            meta: &r,
+            cache: store.pages(),
+        };
+        let want_zero = target == SeekTarget::Hole;
+        let mut index = offset / bs;
+        let found = loop {
+            if index >= n {
+                break None;
+            }
+            let is_zero = match fd.dirty.get(&index) {
+                Some(DirtyBlock::Data(_)) => Some(false),
+                Some(DirtyBlock::Id(id)) => Some(id.is_zero()),
+                None if index >= readable => Some(true),
+                None => None,
+            };
+            if let Some(is_zero) = is_zero {
+                if is_zero == want_zero {
+                    break Some(index);
+                }
+                index += 1;
+                continue;
+            }
+            // A clean stretch of the base: jump to the next matching base block, unless a
+            // dirty block or the readable end comes first.
+            let next_dirty = fd.dirty.range(index..).next().map(|(i, _)| *i).unwrap_or(n);
+            let limit = next_dirty.min(readable);
+            match block_map::find_block(&pages, fd.base_root, base_n, index, want_zero)? {
+                Some(found) if found < limit => break Some(found),
+                _ => index = limit,
+            }
+        };
+        let position = match (found, target) {
+            (Some(index), _) => (index * bs).max(offset),
+            (None, SeekTarget::Hole) => fd.size,
+            (None, SeekTarget::Data) => {
+                return Err(Error::NotFound(format!("no data past offset {offset}")));
+            }
+        };
+        Ok(position.min(fd.size))
+    }
+}

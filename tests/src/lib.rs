@@ -1,0 +1,103 @@
+//! Shared fixtures for the integration tests: temporary stores, images built from small trees,
+//! and helpers to read and write through a volume by path.
+
+use std::path::Path;
+
+use tessera::volume::Volume;
+use tessera::{Caller, NodeId, Store, StoreOptions};
+
+/// A store in a temporary directory, removed when dropped.
+pub struct TempStore {
+    pub store: Store,
+    pub dir: tempfile::TempDir,
+}
+
+impl TempStore {
+    /// A fresh store with the given block size and no background flusher (tests decide when
+    /// things become durable).
+    pub fn new(block_size: u32) -> TempStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::init(dir.path().join("store"), Self::options(block_size)).expect("init");
+        TempStore { store, dir }
+    }
+
+    pub fn options(block_size: u32) -> StoreOptions {
+        StoreOptions::default()
+            .block_size(block_size)
+            .flush_interval(None)
+            .pack_target(4 << 20)
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// Closes and reopens the store (every handle must be gone).
+    pub fn reopen(&mut self, block_size: u32) {
+        let placeholder = tempfile::tempdir().expect("temp dir");
+        let spare = Store::init(placeholder.path().join("s"), Self::options(block_size)).unwrap();
+        drop(std::mem::replace(&mut self.store, spare));
+        self.store = Store::open(self.path(), Self::options(block_size)).expect("reopen");
+    }
+}
+
+/// Walks `path` (slash-separated) from the root of a volume.
+pub fn node_at(volume: &Volume, path: &str) -> NodeId {
+    volume
+        .resolve(path.as_bytes())
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .node
+}
+
+/// Splits a path into its parent's node and its last name.
+pub fn parent_of<'a>(volume: &Volume, path: &'a str) -> (NodeId, &'a [u8]) {
+    let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+    (node_at(volume, dir), name.as_bytes())
+}
+
+/// Reads a whole file by path.
+pub fn read_file(volume: &Volume, path: &str) -> Vec<u8> {
+    let attr = volume.resolve(path.as_bytes()).unwrap();
+    volume.read(attr.node, 0, attr.size as usize).unwrap()
+}
+
+/// Creates (or truncates) a file by path and writes `data` into it.
+pub fn write_file(volume: &Volume, path: &str, data: &[u8]) {
+    let (dir, name) = parent_of(volume, path);
+    let node = match volume.lookup(dir, name) {
+        Ok(attr) => attr.node,
+        Err(_) => volume.create(dir, name, 0o644, Caller::ROOT).unwrap().node,
+    };
+    volume
+        .setattr(
+            node,
+            &tessera::SetAttr {
+                size: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    volume.write(node, 0, data).unwrap();
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Writes a small tree to `root` for import tests.
+pub fn small_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+    std::fs::write(root.join("etc/hostname"), b"tessera\n").unwrap();
+    std::fs::write(root.join("usr/lib/big.bin"), bytes(1, 300_000)).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", root.join("hostname-link")).unwrap();
+}

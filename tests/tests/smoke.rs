@@ -1,0 +1,40 @@
+use tessera::{Caller, RenameFlags};
+use tessera_tests::*;
+
+#[test]
+fn import_write_commit_reopen() {
+    let mut t = TempStore::new(4096);
+    let src = t.dir.path().join("src");
+    small_tree(&src);
+    let report = t.store.import_path(&src, "base").unwrap();
+    assert_eq!(report.logical_bytes, 300_008);
+    t.store.create_container("c1", "base").unwrap();
+    {
+        let v = t.store.open_container("c1").unwrap();
+        assert_eq!(read_file(&v, "etc/hostname"), b"tessera\n");
+        assert_eq!(read_file(&v, "usr/lib/big.bin"), bytes(1, 300_000));
+        let big = node_at(&v, "usr/lib/big.bin");
+        v.write(big, 150_000, b"XYZ").unwrap();
+        let mut expected = bytes(1, 300_000);
+        expected[150_000..150_003].copy_from_slice(b"XYZ");
+        assert_eq!(read_file(&v, "usr/lib/big.bin"), expected);
+        v.fsync(big).unwrap();
+        assert_eq!(read_file(&v, "usr/lib/big.bin"), expected);
+        let etc = node_at(&v, "etc");
+        v.mkdir(etc, b"new", 0o755, Caller::ROOT).unwrap();
+        v.unlink(etc, b"hostname").unwrap();
+        v.rename(v.root(), b"usr", v.root(), b"usr2", RenameFlags::default())
+            .unwrap();
+        assert_eq!(read_file(&v, "usr2/lib/big.bin"), expected);
+    }
+    t.store.commit_container("c1", "snap").unwrap();
+    t.reopen(4096);
+    let img = t.store.open_image("base").unwrap();
+    assert_eq!(read_file(&img, "usr/lib/big.bin"), bytes(1, 300_000));
+    assert_eq!(read_file(&img, "etc/hostname"), b"tessera\n");
+    let snap = t.store.open_image("snap").unwrap();
+    assert!(snap.resolve(b"etc/hostname").is_err());
+    assert!(snap.resolve(b"etc/new").is_ok());
+    let data = read_file(&snap, "usr2/lib/big.bin");
+    assert_eq!(&data[150_000..150_003], b"XYZ");
+}
