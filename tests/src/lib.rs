@@ -6,10 +6,11 @@ use std::path::Path;
 use tessera::volume::Volume;
 use tessera::{Caller, NodeId, Store, StoreOptions};
 
-/// A store in a temporary directory, removed when dropped.
+/// A store in a temporary directory, removed when dropped. Derefs to the open `Store`.
 pub struct TempStore {
-    pub store: Store,
+    store: Option<Store>,
     pub dir: tempfile::TempDir,
+    pub block_size: u32,
 }
 
 impl TempStore {
@@ -18,7 +19,11 @@ impl TempStore {
     pub fn new(block_size: u32) -> TempStore {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Store::init(dir.path().join("store"), Self::options(block_size)).expect("init");
-        TempStore { store, dir }
+        TempStore {
+            store: Some(store),
+            dir,
+            block_size,
+        }
     }
 
     pub fn options(block_size: u32) -> StoreOptions {
@@ -32,12 +37,18 @@ impl TempStore {
         self.dir.path().join("store")
     }
 
-    /// Closes and reopens the store (every handle must be gone).
-    pub fn reopen(&mut self, block_size: u32) {
-        let placeholder = tempfile::tempdir().expect("temp dir");
-        let spare = Store::init(placeholder.path().join("s"), Self::options(block_size)).unwrap();
-        drop(std::mem::replace(&mut self.store, spare));
-        self.store = Store::open(self.path(), Self::options(block_size)).expect("reopen");
+    /// Closes and reopens the store (every volume of it must be dropped first).
+    pub fn reopen(&mut self) {
+        drop(self.store.take());
+        self.store =
+            Some(Store::open(self.path(), Self::options(self.block_size)).expect("reopen"));
+    }
+}
+
+impl std::ops::Deref for TempStore {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        self.store.as_ref().expect("store is open")
     }
 }
 

@@ -6,11 +6,11 @@ fn import_write_commit_reopen() {
     let mut t = TempStore::new(4096);
     let src = t.dir.path().join("src");
     small_tree(&src);
-    let report = t.store.import_path(&src, "base").unwrap();
+    let report = t.import_path(&src, "base").unwrap();
     assert_eq!(report.logical_bytes, 300_008);
-    t.store.create_container("c1", "base").unwrap();
+    t.create_container("c1", "base").unwrap();
     {
-        let v = t.store.open_container("c1").unwrap();
+        let v = t.open_container("c1").unwrap();
         assert_eq!(read_file(&v, "etc/hostname"), b"tessera\n");
         assert_eq!(read_file(&v, "usr/lib/big.bin"), bytes(1, 300_000));
         let big = node_at(&v, "usr/lib/big.bin");
@@ -27,12 +27,12 @@ fn import_write_commit_reopen() {
             .unwrap();
         assert_eq!(read_file(&v, "usr2/lib/big.bin"), expected);
     }
-    t.store.commit_container("c1", "snap").unwrap();
-    t.reopen(4096);
-    let img = t.store.open_image("base").unwrap();
+    t.commit_container("c1", "snap").unwrap();
+    t.reopen();
+    let img = t.open_image("base").unwrap();
     assert_eq!(read_file(&img, "usr/lib/big.bin"), bytes(1, 300_000));
     assert_eq!(read_file(&img, "etc/hostname"), b"tessera\n");
-    let snap = t.store.open_image("snap").unwrap();
+    let snap = t.open_image("snap").unwrap();
     assert!(snap.resolve(b"etc/hostname").is_err());
     assert!(snap.resolve(b"etc/new").is_ok());
     let data = read_file(&snap, "usr2/lib/big.bin");

@@ -7,7 +7,7 @@ use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
@@ -15,7 +15,7 @@ use crate::tree::node::FileKind;
 use crate::volume::Volume;
 
 /// What an export wrote.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ExportReport {
     pub entries: u64,
     pub file_bytes: u64,

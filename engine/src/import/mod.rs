@@ -14,7 +14,7 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use builder::{EntryKind, EntryMeta, components};
 pub use pipeline::DataFigures;
@@ -27,7 +27,7 @@ use builder::LayerBuilder;
 use pipeline::{ContentId, Pipeline};
 
 /// What an import did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportReport {
     pub image: String,
     pub layers: usize,

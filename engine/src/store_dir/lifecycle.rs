@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Store;
 use crate::error::{Error, Result};
@@ -19,7 +19,7 @@ use crate::tree::node::{Content, TimeNs};
 use crate::volume::{Volume, now_ns};
 
 /// An image as `tessera images` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImageInfo {
     pub name: String,
     pub top_layer: u64,
@@ -30,7 +30,7 @@ pub struct ImageInfo {
 }
 
 /// A container as `tessera containers` lists it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerInfo {
     pub name: String,
     pub image: String,
@@ -274,6 +274,14 @@ impl Store {
             Ok(())
         })?;
         self.commit_metadata()
+    }
+
+    /// Creates an image of one empty layer (a root directory and nothing else), the base of
+    /// containers built from scratch.
+    pub fn create_empty_image(&self, name: &str) -> Result<()> {
+        check_object_name("image", name)?;
+        let layer = self.new_staging_layer(None)?;
+        self.publish_image(name, &[layer], None)
     }
 
     /// Starts a staging layer for an import (swept at the next open unless published).

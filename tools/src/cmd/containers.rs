@@ -1,0 +1,43 @@
+//! `tessera containers` (`ps`): list containers.
+
+use std::path::Path;
+
+use anyhow::Result;
+use tessera::store_dir::ContainerInfo;
+
+use crate::output;
+use crate::service::{self, Request};
+
+/// List containers.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  tessera ps")]
+pub struct Args {
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(store: &Path, args: Args) -> Result<()> {
+    let reply = service::call(store, Request::Containers)?;
+    if args.json {
+        return output::json(&reply);
+    }
+    let containers: Vec<ContainerInfo> = serde_json::from_value(reply)?;
+    let rows: Vec<Vec<String>> = containers
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.image.clone(),
+                output::size(c.layer_bytes),
+                if c.mounted { "mounted" } else { "" }.to_string(),
+                output::time(c.created),
+            ]
+        })
+        .collect();
+    output::table(
+        &["CONTAINER", "IMAGE", "CHANGED", "STATE", "CREATED (UTC)"],
+        &rows,
+    );
+    Ok(())
+}

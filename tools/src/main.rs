@@ -1,0 +1,95 @@
+//! `tessera`: the command line of the Tessera storage engine. A thin main: parse, pick the
+//! store, run one subcommand (each in its own file under `cmd/`), print one clear line and
+//! exit non-zero on error.
+
+mod cmd;
+mod output;
+mod service;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Block-level, deduplicating, copy-on-write storage for container images.
+#[derive(Parser)]
+#[command(name = "tessera", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The store directory (default: $TESSERA_STORE, else /var/lib/tessera as root, else
+    /// ~/.local/share/tessera).
+    #[arg(long, global = true, env = "TESSERA_STORE")]
+    store: Option<PathBuf>,
+
+    /// Log more (repeat for even more); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Init(cmd::init::Args),
+    Import(cmd::import::Args),
+    Images(cmd::images::Args),
+    #[command(visible_alias = "ps")]
+    Containers(cmd::containers::Args),
+    Create(cmd::create::Args),
+    Commit(cmd::commit::Args),
+    Rm(cmd::remove::RmArgs),
+    Rmi(cmd::remove::RmiArgs),
+    Export(cmd::export::Args),
+    Demo(cmd::demo::Args),
+}
+
+fn default_store() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/tessera");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("tessera")
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let store = cli.store.clone().unwrap_or_else(default_store);
+    let result = match cli.command {
+        Command::Init(args) => cmd::init::run(&store, args),
+        Command::Import(args) => cmd::import::run(&store, args),
+        Command::Images(args) => cmd::images::run(&store, args),
+        Command::Containers(args) => cmd::containers::run(&store, args),
+        Command::Create(args) => cmd::create::run(&store, args),
+        Command::Commit(args) => cmd::commit::run(&store, args),
+        Command::Rm(args) => cmd::remove::run_rm(&store, args),
+        Command::Rmi(args) => cmd::remove::run_rmi(&store, args),
+        Command::Export(args) => cmd::export::run(&store, args),
+        Command::Demo(args) => cmd::demo::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera: {}", output::error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! What the CLI asks of a store, as data: every command that touches a store builds a
+//! [`Request`], and [`execute`] carries it out against an open `Store`. The CLI runs requests
+//! in-process when no daemon owns the store; the daemon runs the very same `execute` for
+//! requests arriving on its control socket, so both paths share one implementation.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tessera::{Store, StoreOptions};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Request {
+    Import { source: PathBuf, name: String },
+    Images,
+    Containers,
+    Create { name: String, image: String },
+    Commit { container: String, image: String },
+    Rm { name: String },
+    Rmi { name: String },
+    Export { target: String, output: PathBuf },
+}
+
+/// Carries out one request; the reply is the command's data as JSON.
+pub fn execute(store: &Store, request: Request) -> Result<Value> {
+    Ok(match request {
+        Request::Import { source, name } => {
+            let report = store
+                .import_path(&source, &name)
+                .with_context(|| format!("importing {}", source.display()))?;
+            serde_json::to_value(report)?
+        }
+        Request::Images => serde_json::to_value(store.images()?)?,
+        Request::Containers => serde_json::to_value(store.containers()?)?,
+        Request::Create { name, image } => {
+            store
+                .create_container(&name, &image)
+                .with_context(|| format!("creating container {name}"))?;
+            json!({ "container": name, "image": image })
+        }
+        Request::Commit { container, image } => {
+            let layer = store
+                .commit_container(&container, &image)
+                .with_context(|| format!("committing container {container}"))?;
+            json!({ "image": image, "layer": layer.0 })
+        }
+        Request::Rm { name } => {
+            store
+                .remove_container(&name)
+                .with_context(|| format!("removing container {name}"))?;
+            json!({ "removed": name })
+        }
+        Request::Rmi { name } => {
+            store
+                .remove_image(&name)
+                .with_context(|| format!("removing image {name}"))?;
+            json!({ "removed": name })
+        }
+        Request::Export { target, output } => export(store, &target, &output)?,
+    })
+}
+
+fn export(store: &Store, target: &str, output: &Path) -> Result<Value> {
+    let is_container = store.containers()?.iter().any(|c| c.name == target);
+    let volume = if is_container {
+        store.open_container(target)
+    } else {
+        store.open_image(target)
+    }
+    .with_context(|| format!("opening {target}"))?;
+    let file =
+        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
+    let writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    let report = volume
+        .export_tar(writer)
+        .with_context(|| format!("exporting {target} to {}", output.display()))?;
+    Ok(serde_json::to_value(report)?)
+}
+
+/// Options the CLI opens stores with.
+pub fn store_options() -> StoreOptions {
+    StoreOptions::default()
+}
+
+/// Runs a request against the store at `path`.
+pub fn call(path: &Path, request: Request) -> Result<Value> {
+    let store = Store::open(path, store_options())?;
+    let reply = execute(&store, request)?;
+    store.sync()?;
+    Ok(reply)
+}
+
+/// Makes a path absolute (a daemon does not share the CLI's working directory).
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
