@@ -21,6 +21,7 @@ pub enum ErrorKind {
     NoSpace,
     Unsupported,
     NoAttr,
+    TooLarge,
     Corrupt,
     Io,
 }
@@ -57,6 +58,8 @@ pub enum Error {
     Unsupported(String),
     #[error("no extended attribute {0}")]
     NoAttr(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("corrupt store: {0}")]
     Corrupt(String),
     #[error("{context}: {source}")]
@@ -87,6 +90,7 @@ impl Error {
             Error::NoSpace(_) => ErrorKind::NoSpace,
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::NoAttr(_) => ErrorKind::NoAttr,
+            Error::TooLarge(_) => ErrorKind::TooLarge,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 ErrorKind::NoSpace

@@ -7,7 +7,7 @@
 //! refused — nothing is ever followed. OCI whiteouts: `.wh.NAME` deletes NAME from the layers
 //! below; `.wh..wh..opq` hides every entry the layers below have in that directory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::pipeline::{ContentId, Contents};
 use crate::error::{Error, Result};
@@ -63,6 +63,9 @@ pub struct LayerBuilder<'a> {
     dirents: HashMap<NodeId, BTreeMap<Vec<u8>, Dirent>>,
     ids: std::ops::Range<u64>,
     now: TimeNs,
+    /// Lower directories this layer's entries name (as a parent or as a directory entry):
+    /// they belong to this layer too, so an opaque marker in their parent keeps them.
+    mentioned: HashSet<NodeId>,
 }
 
 /// Splits an entry path into its components, applying the path rules.
@@ -98,6 +101,7 @@ impl<'a> LayerBuilder<'a> {
             dirents: HashMap::new(),
             ids: 0..0,
             now: crate::volume::now_ns(),
+            mentioned: HashSet::new(),
         }
     }
 
@@ -147,7 +151,10 @@ impl<'a> LayerBuilder<'a> {
         for (i, part) in parts.iter().enumerate() {
             check_name(part)?;
             dir = match self.entry(dir, part)? {
-                Some((node, FileKind::Dir)) => node,
+                Some((node, FileKind::Dir)) => {
+                    self.mentioned.insert(node);
+                    node
+                }
                 Some((_, kind)) => {
                     let what = if kind == FileKind::Symlink {
                         "symlink"
@@ -308,7 +315,10 @@ impl<'a> LayerBuilder<'a> {
 
     fn add_dir(&mut self, dir: NodeId, name: &[u8], meta: &EntryMeta) -> Result<()> {
         let node = match self.entry(dir, name)? {
-            Some((node, FileKind::Dir)) => node,
+            Some((node, FileKind::Dir)) => {
+                self.mentioned.insert(node);
+                node
+            }
             Some(_) => {
                 self.remove(dir, name)?;
                 self.new_dir(dir, name)?
@@ -370,14 +380,27 @@ impl<'a> LayerBuilder<'a> {
         Ok(())
     }
 
-    /// `.wh..wh..opq`: every entry the layers below have in `dir` is whited out.
+    /// `.wh..wh..opq`: every entry the layers below have in `dir` is whited out. Entries of
+    /// this layer stay, wherever the marker comes (OCI: whiteouts apply only to lower layers),
+    /// including a lower directory this layer already named: it stays, opaque in turn.
     fn make_opaque(&mut self, dir: NodeId) -> Result<()> {
         let r = self.store.meta().read();
         let below = readdir::list(&r, &self.lower, dir)?;
         drop(r);
         let entries = self.dirents.entry(dir).or_default();
+        let mut kept_dirs = Vec::new();
         for entry in below {
-            entries.entry(entry.name).or_insert(Dirent::Whiteout);
+            if entries.contains_key(&entry.name) {
+                continue;
+            }
+            if entry.kind == FileKind::Dir && self.mentioned.contains(&entry.node) {
+                kept_dirs.push(entry.node);
+            } else {
+                entries.insert(entry.name, Dirent::Whiteout);
+            }
+        }
+        for kept in kept_dirs {
+            self.make_opaque(kept)?;
         }
         Ok(())
     }

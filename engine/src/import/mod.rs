@@ -120,6 +120,23 @@ impl Store {
         )
     }
 
+    /// Imports several layer tars (each plain, gzip or zstd), bottom first, as the image `name`:
+    /// one layer per tar, with OCI whiteouts applied against the layers below. All or nothing.
+    pub fn import_tar_layers<'r, R: Read + 'r>(
+        &self,
+        readers: Vec<R>,
+        name: &str,
+    ) -> Result<ImportReport> {
+        let feeders = readers
+            .into_iter()
+            .map(|reader| {
+                Box::new(move |feed: &mut LayerFeed| tar::feed(feed, reader))
+                    as Box<dyn FnOnce(&mut LayerFeed) -> Result<()> + 'r>
+            })
+            .collect();
+        self.import_layers(name, None, feeders)
+    }
+
     /// Imports a stack of layers, bottom first, as image `name`. Each feeder adds one layer's
     /// entries. All or nothing.
     pub fn import_layers<'f>(

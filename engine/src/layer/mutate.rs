@@ -130,12 +130,13 @@ pub fn link(
 ) -> Result<NodeRecord> {
     check_name(name)?;
     let mut record = copy_up::record(w, stack, node)?;
-    if record.kind == FileKind::Dir {
-        return Err(Error::PermissionDenied("hard links to directories".into()));
-    }
+    // An existing name wins over a directory source (EEXIST before EPERM, as link(2) checks).
     let mut dir = parent_dir(w, stack, parent)?;
     if lookup::entry(w, &stack.layers, parent, name)?.is_some() {
         return Err(Error::Exists(name_text(name)));
+    }
+    if record.kind == FileKind::Dir {
+        return Err(Error::PermissionDenied("hard links to directories".into()));
     }
     record.nlink += 1;
     record.ctime = ctx.now;
@@ -301,6 +302,12 @@ pub fn rename(
         if dst_node == src {
             return Ok(None); // two names of one node: POSIX says do nothing
         }
+    }
+    if let Some((dst_node, FileKind::Dir)) = dst
+        && lookup::is_ancestor(w, layers, dst_node, parent)?
+    {
+        // The target holds the source, so it is not empty (rename(2) answers ENOTEMPTY).
+        return Err(Error::NotEmpty(name_text(new_name)));
     }
     if src_kind == FileKind::Dir {
         if lookup::is_ancestor(w, layers, src, new_parent)? {

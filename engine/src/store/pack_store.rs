@@ -259,7 +259,9 @@ impl PackStore {
 
     /// Seals the open pack: its index is written and it is never appended to again.
     fn seal(&self, state: &mut WriterState) -> Result<()> {
-        let Some(mut writer) = state.writer.take() else {
+        // The writer stays open until the index is in place: a failed seal (ENOSPC) must not
+        // forget the pack whose blocks the open table still lists.
+        let Some(writer) = state.writer.as_mut() else {
             return Ok(());
         };
         writer.sync()?;
@@ -268,6 +270,7 @@ impl PackStore {
             open.entries.iter().map(|(id, e)| (*id, *e)).collect()
         };
         let index = self.write_index(writer.id, writer.len, entries)?;
+        let writer = state.writer.take().expect("checked above");
         {
             let mut open = self.open.write().unwrap();
             self.sealed.write().unwrap().insert(

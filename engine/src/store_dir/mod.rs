@@ -265,6 +265,10 @@ impl Store {
     }
 
     /// Takes the error a background flush hit, if any (reported once).
+    pub fn take_background_error_message(&self) -> Option<String> {
+        self.take_background_error()
+    }
+
     pub(crate) fn take_background_error(&self) -> Option<String> {
         self.inner.background_error.lock().unwrap().take()
     }

@@ -258,7 +258,7 @@ impl Volume {
         Ok((out, fetch))
     }
 
-    fn base_ids(&self, fd: &FileData, first: u64, count: u64) -> Result<Vec<BlockId>> {
+    pub(super) fn base_ids(&self, fd: &FileData, first: u64, count: u64) -> Result<Vec<BlockId>> {
         let store = &self.shared.store;
         let r = store.meta().read();
         let pages = MetaPages {
@@ -277,7 +277,7 @@ impl Volume {
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|end| *end <= MAX_FILE_SIZE)
-            .ok_or_else(|| Error::InvalidInput("write past the largest file size".into()))?;
+            .ok_or_else(|| Error::TooLarge("write past the largest file size".into()))?;
         let bs = self.block_bytes();
         let touched = end.div_ceil(bs) - offset / bs;
         self.shared.store.make_room(touched * bs)?;
@@ -361,7 +361,7 @@ impl Volume {
     }
 
     /// Drops a dirty block, returning its budget.
-    fn forget_block(&self, fd: &mut FileData, index: u64) {
+    pub(super) fn forget_block(&self, fd: &mut FileData, index: u64) {
         if let Some(DirtyBlock::Data(_)) = fd.dirty.remove(&index) {
             self.shared.store.inner.dirty.release(self.block_bytes());
         }
@@ -370,7 +370,7 @@ impl Volume {
     /// Changes the size, keeping content canonical: the old partial last block is loaded when
     /// the file grows past it; the new partial last block is loaded and its tail zeroed when
     /// it shrinks.
-    fn resize(&self, fd: &mut FileData, new_size: u64) -> Result<()> {
+    pub(super) fn resize(&self, fd: &mut FileData, new_size: u64) -> Result<()> {
         let bs = self.block_bytes();
         if new_size > fd.size {
             if fd.size % bs != 0 {
@@ -395,7 +395,7 @@ impl Volume {
     /// Sets a regular file's size (truncate or extend with zeros).
     pub(crate) fn truncate(&self, stack: &Stack, node: NodeId, size: u64) -> Result<()> {
         if size > MAX_FILE_SIZE {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::TooLarge(format!(
                 "size {size} exceeds the largest file size"
             )));
         }
@@ -413,7 +413,7 @@ impl Volume {
         let end = offset
             .checked_add(len)
             .filter(|end| *end <= MAX_FILE_SIZE)
-            .ok_or_else(|| Error::InvalidInput("fallocate past the largest file size".into()))?;
+            .ok_or_else(|| Error::TooLarge("fallocate past the largest file size".into()))?;
         let stack = self.stack();
         stack.upper()?;
         let state = self.file_state(&stack, node)?;

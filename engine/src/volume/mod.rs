@@ -7,6 +7,7 @@
 //! store's flush lock first and never waits on the stack while holding a node lock.
 
 mod attr;
+mod copy_range;
 mod file_data;
 mod flush;
 mod handles;
@@ -214,6 +215,15 @@ impl Volume {
         let record = lookup::existing(&r, &stack.layers, node)?;
         drop(r);
         Ok(self.attr_of(node, &record))
+    }
+
+    /// The directory a directory sits in (itself for the root); `None` for other kinds.
+    pub fn parent_of(&self, node: NodeId) -> Option<NodeId> {
+        let stack = self.stack();
+        match self.record(&stack, node).ok()?.content {
+            crate::tree::node::Content::Dir { parent } => Some(parent),
+            _ => None,
+        }
     }
 
     pub fn readlink(&self, node: NodeId) -> Result<Vec<u8>> {

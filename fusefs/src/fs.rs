@@ -1,0 +1,662 @@
+//! The `fuser::Filesystem` implementation: every method decodes its arguments, calls the
+//! volume (through a fallible helper where there is more than one step), and replies. Node ids
+//! are inode numbers and volume handles are FUSE file handles, so there is no translation
+//! table to keep: the kernel's `forget` needs no bookkeeping.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+use fuser::{
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use tessera::volume::{DirHandle, FileHandle as VolumeHandle};
+use tessera::{Caller, Fallocate, NodeId, SeekTarget, SetAttr, Volume, XattrMode};
+
+use crate::MountConfig;
+use crate::attr::{self, ATTR_TTL, ENTRY_TTL, NEGATIVE_TTL};
+use crate::errno::errno;
+
+pub struct TesseraFs {
+    volume: Volume,
+    config: MountConfig,
+}
+
+fn node(ino: INodeNo) -> NodeId {
+    NodeId(ino.0)
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+fn ns(t: TimeOrNow) -> i64 {
+    match t {
+        TimeOrNow::SpecificTime(t) => attr::nanos(t),
+        TimeOrNow::Now => attr::nanos(SystemTime::now()),
+    }
+}
+
+const GENERATION: Generation = Generation(0);
+
+impl TesseraFs {
+    pub fn new(volume: Volume, config: MountConfig) -> TesseraFs {
+        TesseraFs { volume, config }
+    }
+
+    fn open_flags(&self) -> FopenFlags {
+        if self.config.share_memory {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        }
+    }
+
+    fn reply_entry(&self, result: tessera::Result<tessera::Attr>, reply: ReplyEntry) {
+        match result {
+            Ok(attr) => reply.entry(&ENTRY_TTL, &attr::file_attr(&attr), GENERATION),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir_entries(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+    ) -> tessera::Result<Vec<(u64, NodeId, tessera::FileKind, Vec<u8>)>> {
+        // Offsets 1 and 2 are "." and ".."; the volume's own offsets follow.
+        let mut out = Vec::new();
+        if offset < 1 {
+            out.push((1, node(ino), tessera::FileKind::Dir, b".".to_vec()));
+        }
+        if offset < 2 {
+            let parent = self.volume.parent_of(node(ino)).unwrap_or(node(ino));
+            out.push((2, parent, tessera::FileKind::Dir, b"..".to_vec()));
+        }
+        let entries = self
+            .volume
+            .readdir(DirHandle(fh.0), offset.saturating_sub(2))?;
+        out.extend(
+            entries
+                .into_iter()
+                .map(|e| (e.offset + 2, e.node, e.kind, e.name)),
+        );
+        Ok(out)
+    }
+
+    fn setattr_change(&self, ino: INodeNo, change: SetAttr) -> tessera::Result<tessera::Attr> {
+        self.volume.setattr(node(ino), &change)
+    }
+}
+
+impl fuser::Filesystem for TesseraFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let mut wanted = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_CACHE_SYMLINKS
+            | InitFlags::FUSE_ASYNC_DIO
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_MAX_PAGES;
+        if self.config.share_memory {
+            wanted |= InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
+        } else if self.config.writeback_cache {
+            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        let supported = config.capabilities() & wanted;
+        if let Err(missing) = config.add_capabilities(supported) {
+            tracing::warn!("kernel refused FUSE capabilities {missing:?}");
+        }
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_background(64);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if let Err(e) = self.volume.sync() {
+            tracing::error!("flushing at unmount failed: {e}");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.volume.lookup(node(parent), name.as_bytes()) {
+            Ok(attr) => reply.entry(&ENTRY_TTL, &attr::file_attr(&attr), GENERATION),
+            Err(e) if e.kind() == tessera::ErrorKind::NotFound => {
+                reply.entry(&NEGATIVE_TTL, &attr::negative(), GENERATION)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.volume.getattr(node(ino)) {
+            Ok(attr) => reply.attr(&ATTR_TTL, &attr::file_attr(&attr)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(ns),
+            mtime: mtime.map(ns),
+        };
+        match self.setattr_change(ino, change) {
+            Ok(attr) => reply.attr(&ATTR_TTL, &attr::file_attr(&attr)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.volume.readlink(node(ino)) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let result = self.volume.mknod(
+            node(parent),
+            name.as_bytes(),
+            mode,
+            rdev as u64,
+            caller(req),
+        );
+        self.reply_entry(result, reply);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let perm = (mode & 0o7777) as u16;
+        let result = self
+            .volume
+            .mkdir(node(parent), name.as_bytes(), perm, caller(req));
+        self.reply_entry(result, reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.volume.unlink(node(parent), name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.volume.rmdir(node(parent), name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let result = self.volume.symlink(
+            node(parent),
+            link_name.as_bytes(),
+            target.as_os_str().as_bytes(),
+            caller(req),
+        );
+        self.reply_entry(result, reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_WHITEOUT) {
+            return reply.error(Errno::EINVAL);
+        }
+        let flags = tessera::RenameFlags {
+            noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
+        };
+        let result = self.volume.rename(
+            node(parent),
+            name.as_bytes(),
+            node(newparent),
+            newname.as_bytes(),
+            flags,
+        );
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let result = self
+            .volume
+            .link(node(ino), node(newparent), newname.as_bytes());
+        self.reply_entry(result, reply);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        match self.volume.open(node(ino), truncate) {
+            Ok(fh) => reply.opened(FileHandle(fh.0), self.open_flags()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.volume.read(node(ino), offset, size as usize) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.volume.write(node(ino), offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // close(2) is not a durability point; it only reports a failed background flush.
+        match self.volume.store().take_background_error_message() {
+            Some(message) => {
+                tracing::error!("reporting a background flush error at close: {message}");
+                reply.error(Errno::EIO)
+            }
+            None => reply.ok(),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.volume.release(VolumeHandle(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
+        match self.volume.fsync(node(ino)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.volume.opendir(node(ino)) {
+            Ok(dh) => reply.opened(FileHandle(dh.0), FopenFlags::empty()),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        match self.readdir_entries(ino, fh, offset) {
+            Ok(entries) => {
+                for (next, id, kind, name) in entries {
+                    if reply.add(
+                        INodeNo(id.0),
+                        next,
+                        attr::kind(kind),
+                        OsStr::from_bytes(&name),
+                    ) {
+                        break;
+                    }
+                }
+                reply.ok()
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.readdir_entries(ino, fh, offset) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        for (next, id, _, name) in entries {
+            let attr = match self.volume.getattr(id) {
+                Ok(attr) => attr,
+                // Removed since the listing was taken: skip it, keep the offsets valid.
+                Err(e) if e.kind() == tessera::ErrorKind::NotFound => continue,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            let name = OsStr::from_bytes(&name);
+            if reply.add(
+                INodeNo(id.0),
+                next,
+                name,
+                &ENTRY_TTL,
+                &attr::file_attr(&attr),
+                GENERATION,
+            ) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.volume.releasedir(DirHandle(fh.0)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ds: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.volume.fsyncdir() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.volume.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks,
+                s.blocks_free,
+                s.blocks_available,
+                s.files,
+                s.files_free,
+                s.block_size,
+                s.name_max,
+                s.block_size,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let mode = match flags {
+            0 => XattrMode::Any,
+            libc::XATTR_CREATE => XattrMode::Create,
+            libc::XATTR_REPLACE => XattrMode::Replace,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match self
+            .volume
+            .setxattr(node(ino), name.as_bytes(), value, mode)
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.volume.getxattr(node(ino), name.as_bytes()) {
+            Ok(value) => reply_sized(reply, size, &value),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.volume.listxattr(node(ino)) {
+            Ok(names) => {
+                let mut list = Vec::new();
+                for name in names {
+                    list.extend_from_slice(&name);
+                    list.push(0);
+                }
+                reply_sized(reply, size, &list)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.volume.removexattr(node(ino), name.as_bytes()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // The kernel checks permissions (default_permissions); only existence is ours.
+        match self.volume.getattr(node(ino)) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let perm = (mode & 0o7777) as u16;
+        let created = self
+            .volume
+            .create(node(parent), name.as_bytes(), perm, caller(req))
+            .and_then(|attr| Ok((self.volume.open(attr.node, false)?, attr)));
+        match created {
+            Ok((fh, attr)) => reply.created(
+                &ENTRY_TTL,
+                &attr::file_attr(&attr),
+                GENERATION,
+                FileHandle(fh.0),
+                self.open_flags(),
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let mode = match mode {
+            0 => Fallocate::Allocate,
+            libc::FALLOC_FL_KEEP_SIZE => Fallocate::KeepSize,
+            m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => {
+                Fallocate::PunchHole
+            }
+            _ => return reply.error(Errno::EOPNOTSUPP),
+        };
+        match self.volume.fallocate(node(ino), mode, offset, length) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let target = match whence {
+            libc::SEEK_DATA => SeekTarget::Data,
+            libc::SEEK_HOLE => SeekTarget::Hole,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        if offset < 0 {
+            return reply.error(Errno::ENXIO);
+        }
+        match self.volume.seek(node(ino), offset as u64, target) {
+            Ok(position) => reply.offset(position as i64),
+            Err(e) if e.kind() == tessera::ErrorKind::NotFound => reply.error(Errno::ENXIO),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let len = len.min(u32::MAX as u64 & !0xfff);
+        match self
+            .volume
+            .copy_range(node(ino_in), offset_in, node(ino_out), offset_out, len)
+        {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+/// Replies to getxattr/listxattr: the size when asked for it, ERANGE when it does not fit.
+fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if (size as usize) < data.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}

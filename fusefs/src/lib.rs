@@ -1,0 +1,140 @@
+//! The kernel adapter: presents a Tessera [`Volume`] as a FUSE filesystem. It decodes kernel
+//! requests, calls the volume and replies ([`fs`]), maps errors to errno in one place
+//! ([`errno`]) and converts attributes ([`attr`]). It keeps no state of its own: node ids are
+//! inode numbers and volume handles are file handles.
+//!
+//! Mount options as root: `suid,dev` (images hold setuid binaries and device nodes),
+//! `default_permissions` (the kernel checks modes), `allow_other` (non-root users in the
+//! container can use it).
+
+pub mod attr;
+pub mod errno;
+mod fs;
+pub mod mounts;
+
+use std::path::{Path, PathBuf};
+
+use fuser::{Config, MountOption, SessionACL};
+use tessera::Volume;
+
+/// How a view is mounted.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Serve read(2) from the daemon's verified block cache (FOPEN_DIRECT_IO, mmap allowed),
+    /// so N containers reading the same blocks hold them once. Default: off — the kernel's
+    /// page cache is the only cache (FOPEN_KEEP_CACHE).
+    pub share_memory: bool,
+    /// Let the kernel cache writes (FUSE_WRITEBACK_CACHE) in the default mode.
+    pub writeback_cache: bool,
+    /// Let users other than the mounting one in (`allow_other`). Default on as root.
+    pub allow_other: bool,
+    /// Threads serving requests (each with its own /dev/fuse descriptor).
+    pub threads: usize,
+    /// Shown as the source in /proc/mounts.
+    pub fsname: String,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig {
+            share_memory: false,
+            writeback_cache: false,
+            allow_other: rustix::process::geteuid().is_root(),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            fsname: "tessera".into(),
+        }
+    }
+}
+
+/// A mounted view. Unmounts (and flushes) when dropped.
+pub struct Mount {
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+    volume: Volume,
+}
+
+impl Mount {
+    /// Mounts `volume` at `mountpoint` and serves it on background threads.
+    pub fn new(volume: Volume, mountpoint: &Path, config: MountConfig) -> std::io::Result<Mount> {
+        mounts::clear_stale(mountpoint)?;
+        let mut options = vec![
+            MountOption::FSName(config.fsname.clone()),
+            MountOption::Subtype("tessera".into()),
+            MountOption::DefaultPermissions,
+            MountOption::Suid,
+            MountOption::Dev,
+            MountOption::Exec,
+            MountOption::NoAtime,
+        ];
+        if !volume.is_writable() {
+            options.push(MountOption::RO);
+        }
+        let mut fuse_config = Config::default();
+        fuse_config.mount_options = options;
+        fuse_config.acl = if config.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
+        fuse_config.n_threads = Some(config.threads.max(1));
+        fuse_config.clone_fd = config.threads > 1;
+        let filesystem = fs::TesseraFs::new(volume.clone(), config);
+        let session = fuser::Session::new(filesystem, mountpoint, &fuse_config)?.spawn()?;
+        mounts::raise_read_ahead(mountpoint);
+        Ok(Mount {
+            session: Some(session),
+            mountpoint: mountpoint.to_path_buf(),
+            volume,
+        })
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    pub fn volume(&self) -> &Volume {
+        &self.volume
+    }
+
+    /// Unmounts (refusing, with EBUSY, while files on it are open), waits for the request
+    /// threads, and makes the view's changes durable.
+    pub fn unmount(mut self) -> std::io::Result<()> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> std::io::Result<()> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        if let Err(e) =
+            rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::empty())
+        {
+            if e != rustix::io::Errno::INVAL {
+                self.session = Some(session);
+                return Err(e.into());
+            }
+        }
+        session.join()?;
+        self.volume
+            .sync()
+            .map_err(|e| std::io::Error::other(format!("flushing after unmount: {e}")))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.session.is_none() {
+            return;
+        }
+        if let Err(e) = self.unmount_inner() {
+            tracing::warn!(
+                "unmounting {}: {e}; detaching it",
+                self.mountpoint.display()
+            );
+            let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
+            if let Some(session) = self.session.take() {
+                drop(session);
+            }
+        }
+    }
+}

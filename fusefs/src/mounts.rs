@@ -1,0 +1,122 @@
+//! The host side of mounts: finding Tessera mounts in /proc/self/mountinfo, clearing stale ones
+//! left by a killed daemon ("transport endpoint is not connected"), and tuning the mount's
+//! read-ahead.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// A FUSE mount of tessera as /proc/self/mountinfo shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub mountpoint: PathBuf,
+    pub source: String,
+    /// "major:minor" of the mount (for /sys/class/bdi).
+    pub device: String,
+}
+
+/// Decodes the octal escapes (`\040` for a space) of mountinfo fields.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every tessera FUSE mount of this mount namespace.
+pub fn list() -> io::Result<Vec<MountInfo>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(parse_mountinfo(&text))
+}
+
+fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let rest: Vec<&str> = right.split(' ').collect();
+        if fields.len() < 5 || rest.len() < 2 || rest[0] != "fuse.tessera" {
+            continue;
+        }
+        out.push(MountInfo {
+            mountpoint: PathBuf::from(unescape(fields[4])),
+            source: unescape(rest[1]),
+            device: fields[2].to_string(),
+        });
+    }
+    out
+}
+
+/// Whether `path` is a tessera mount whose daemon is gone (ENOTCONN on stat).
+pub fn is_stale(path: &Path) -> bool {
+    match std::fs::metadata(path) {
+        Err(e) => e.raw_os_error() == Some(libc::ENOTCONN),
+        Ok(_) => false,
+    }
+}
+
+/// Detaches a stale tessera mount at `path`, so a new one can take its place. A live mount is
+/// left alone (mounting over it then fails with a clear error).
+pub fn clear_stale(path: &Path) -> io::Result<()> {
+    let canonical = std::path::absolute(path)?;
+    let mounted = list()?.into_iter().any(|m| m.mountpoint == canonical);
+    if mounted && is_stale(&canonical) {
+        tracing::warn!("clearing stale mount {}", canonical.display());
+        rustix::mount::unmount(&canonical, rustix::mount::UnmountFlags::DETACH)?;
+    } else if mounted {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} is already a tessera mount", canonical.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Raises the mount's read-ahead (the FUSE default of 128 KiB starves sequential reads).
+pub fn raise_read_ahead(path: &Path) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let dev = meta.dev();
+    let bdi = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    if let Err(e) = std::fs::write(&bdi, "4096") {
+        tracing::debug!("cannot raise read-ahead ({bdi}): {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_tessera_mounts_in_mountinfo() {
+        let text = "36 35 98:0 / /mnt1 rw,noatime master:1 - ext3 /dev/root rw\n\
+                    99 30 0:52 / /tmp/with\\040space rw,nosuid - fuse.tessera tessera:c1 rw,user_id=0\n";
+        let found = parse_mountinfo(text);
+        assert_eq!(
+            found,
+            vec![MountInfo {
+                mountpoint: PathBuf::from("/tmp/with space"),
+                source: "tessera:c1".into(),
+                device: "0:52".into(),
+            }]
+        );
+    }
+}
