@@ -78,6 +78,7 @@ impl Mount {
         };
         fuse_config.n_threads = Some(config.threads.max(1));
         fuse_config.clone_fd = config.threads > 1;
+        volume.set_cache_reads(config.share_memory);
         let filesystem = fs::TesseraFs::new(volume.clone(), config);
         let session = fuser::Session::new(filesystem, mountpoint, &fuse_config)?.spawn()?;
         mounts::raise_read_ahead(mountpoint);
@@ -100,6 +101,22 @@ impl Mount {
     /// threads, and makes the view's changes durable.
     pub fn unmount(mut self) -> std::io::Result<()> {
         self.unmount_inner()
+    }
+
+    /// Unmounts even while files are open: flushes the view, aborts the FUSE connection (open
+    /// files then fail with ENOTCONN) and detaches the mount. For daemon shutdown.
+    pub fn force_unmount(mut self) -> std::io::Result<()> {
+        if let Err(e) = self.unmount_inner() {
+            tracing::warn!("{} is busy ({e}): aborting its connection", self.mountpoint.display());
+            let flushed = self.volume.sync();
+            mounts::abort_connection(&self.mountpoint);
+            let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
+            if let Some(session) = self.session.take() {
+                session.join()?;
+            }
+            flushed.map_err(|e| std::io::Error::other(format!("flushing: {e}")))?;
+        }
+        Ok(())
     }
 
     fn unmount_inner(&mut self) -> std::io::Result<()> {

@@ -85,6 +85,18 @@ pub fn clear_stale(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Aborts the FUSE connection behind a mount point: every pending and future request of it
+/// fails, and the serving threads see the device go away.
+pub fn abort_connection(path: &Path) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let abort = format!("/sys/fs/fuse/connections/{}/abort", libc::minor(meta.dev()));
+    if let Err(e) = std::fs::write(&abort, "1") {
+        tracing::warn!("cannot abort the FUSE connection ({abort}): {e}");
+    }
+}
+
 /// Raises the mount's read-ahead (the FUSE default of 128 KiB starves sequential reads).
 pub fn raise_read_ahead(path: &Path) {
     let Ok(meta) = std::fs::metadata(path) else {

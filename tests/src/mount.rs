@@ -69,7 +69,8 @@ impl Drop for MountGuard {
         if let Some(mount) = self.mount.take() {
             if let Err(e) = mount.unmount() {
                 eprintln!("unmounting {}: {e}; detaching", self.dir.path().display());
-                let _ = rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
+                let _ =
+                    rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
             }
         }
     }

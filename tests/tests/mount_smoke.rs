@@ -3,7 +3,7 @@
 use std::os::unix::fs::MetadataExt;
 
 use tessera_fusefs::MountConfig;
-use tessera_tests::mount::{can_mount, MountGuard};
+use tessera_tests::mount::{MountGuard, can_mount};
 use tessera_tests::*;
 
 #[test]

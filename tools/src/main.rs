@@ -2,7 +2,9 @@
 //! store, run one subcommand (each in its own file under `cmd/`), print one clear line and
 //! exit non-zero on error.
 
+mod client;
 mod cmd;
+mod daemon;
 mod output;
 mod service;
 
@@ -40,6 +42,9 @@ enum Command {
     Rm(cmd::remove::RmArgs),
     Rmi(cmd::remove::RmiArgs),
     Export(cmd::export::Args),
+    Mount(cmd::mount::Args),
+    Umount(cmd::mount::UmountArgs),
+    Daemon(cmd::daemon::Args),
     Demo(cmd::demo::Args),
 }
 
@@ -61,11 +66,14 @@ fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
+    // fuser logs a warning for every unmount it finds already done: keep it to errors.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        .add_directive("fuser=error".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -83,6 +91,9 @@ fn main() -> ExitCode {
         Command::Rm(args) => cmd::remove::run_rm(&store, args),
         Command::Rmi(args) => cmd::remove::run_rmi(&store, args),
         Command::Export(args) => cmd::export::run(&store, args),
+        Command::Mount(args) => cmd::mount::run(&store, args),
+        Command::Umount(args) => cmd::mount::run_umount(&store, args),
+        Command::Daemon(args) => cmd::daemon::run(&store, args),
         Command::Demo(args) => cmd::demo::run(args),
     };
     match result {

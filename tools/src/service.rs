@@ -1,7 +1,7 @@
 //! What the CLI asks of a store, as data: every command that touches a store builds a
 //! [`Request`], and [`execute`] carries it out against an open `Store`. The CLI runs requests
-//! in-process when no daemon owns the store; the daemon runs the very same `execute` for
-//! requests arriving on its control socket, so both paths share one implementation.
+//! in-process when no daemon owns the store (`call_local`); the daemon runs the very same
+//! `execute` for requests arriving on its control socket (see `client`).
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,18 @@ pub enum Request {
     Rm { name: String },
     Rmi { name: String },
     Export { target: String, output: PathBuf },
+    /// Daemon only: mount a container's view.
+    Mount {
+        container: String,
+        mountpoint: PathBuf,
+        share_memory: bool,
+    },
+    /// Daemon only: flush and unmount.
+    Umount { mountpoint: PathBuf },
+    /// Daemon only: pid, mounts, cache figures.
+    Status,
+    /// Daemon only: flush, unmount everything and exit.
+    Stop,
 }
 
 /// Carries out one request; the reply is the command's data as JSON.
@@ -59,13 +71,16 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
             json!({ "removed": name })
         }
         Request::Export { target, output } => export(store, &target, &output)?,
+        Request::Mount { .. } | Request::Umount { .. } | Request::Status | Request::Stop => {
+            anyhow::bail!("no tessera daemon runs for this store")
+        }
     })
 }
 
 fn export(store: &Store, target: &str, output: &Path) -> Result<Value> {
     let is_container = store.containers()?.iter().any(|c| c.name == target);
     let volume = if is_container {
-        store.open_container(target)
+        store.container_view(target)
     } else {
         store.open_image(target)
     }
@@ -84,8 +99,8 @@ pub fn store_options() -> StoreOptions {
     StoreOptions::default()
 }
 
-/// Runs a request against the store at `path`.
-pub fn call(path: &Path, request: Request) -> Result<Value> {
+/// Runs a request in this process against the store at `path` (no daemon runs).
+pub fn call_local(path: &Path, request: Request) -> Result<Value> {
     let store = Store::open(path, store_options())?;
     let reply = execute(&store, request)?;
     store.sync()?;

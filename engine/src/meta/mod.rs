@@ -72,10 +72,16 @@ pub trait MetaRead {
 }
 
 pub struct Meta {
-    db: Database,
+    /// Replaced (under the overlay's write lock) when an I/O error left it refusing all work.
+    db: RwLock<Arc<Database>>,
     overlay: RwLock<Overlay>,
     commit_lock: Mutex<()>,
+    reopen: Option<Reopen>,
 }
+
+/// Opens the database file again. redb fails every operation after one I/O error until it is
+/// reopened, so a disk that was full for a moment would otherwise stop the store for good.
+pub type Reopen = Box<dyn Fn() -> Result<Database> + Send + Sync>;
 
 #[derive(Default)]
 struct Overlay {
@@ -93,16 +99,24 @@ impl Meta {
         }
         txn.commit()?;
         Ok(Meta {
-            db,
+            db: RwLock::new(Arc::new(db)),
             overlay: RwLock::new(Overlay::default()),
             commit_lock: Mutex::new(()),
+            reopen: None,
         })
     }
 
+    /// Lets a failed commit reopen the database (see [`Reopen`]).
+    pub fn with_reopen(mut self, reopen: Reopen) -> Meta {
+        self.reopen = Some(reopen);
+        self
+    }
+
     pub fn read(&self) -> Reader<'_> {
+        let overlay = self.overlay.read().unwrap();
         Reader {
-            overlay: self.overlay.read().unwrap(),
-            db: &self.db,
+            overlay,
+            db: self.db.read().unwrap().clone(),
             txn: Default::default(),
         }
     }
@@ -112,7 +126,7 @@ impl Meta {
         let overlay = self.overlay.write().unwrap();
         let mut writer = Writer {
             overlay,
-            db: &self.db,
+            db: self.db.read().unwrap().clone(),
             txn: Default::default(),
             batch: Changes::default(),
         };
@@ -133,17 +147,29 @@ impl Meta {
     /// redb transaction. The caller synced the packs those records describe.
     pub fn commit(&self, packs: &BTreeMap<PackId, PackRecord>) -> Result<()> {
         let _one_at_a_time = self.commit_lock.lock().unwrap();
-        let changes = {
+        let (changes, db) = {
             let mut overlay = self.overlay.write().unwrap();
             if overlay.active.is_empty() && packs.is_empty() {
                 return Ok(());
             }
             let changes = Arc::new(std::mem::take(&mut overlay.active));
             overlay.committing = Some(changes.clone());
-            changes
+            (changes, self.db.read().unwrap().clone())
         };
-        let result = self.write_to_db(&changes, packs);
+        let mut result = self.write_to_db(&db, &changes, packs);
+        let mut fresh = None;
+        if result.is_err() && db.begin_write().is_err() {
+            // The database refuses all work after an I/O error: reopen it (it recovers to its
+            // last commit) and try once more, since the error may predate this commit.
+            if let Some(reopened) = self.reopen.as_ref().and_then(|reopen| reopen().ok()) {
+                result = self.write_to_db(&reopened, &changes, packs);
+                fresh = Some(Arc::new(reopened));
+            }
+        }
         let mut overlay = self.overlay.write().unwrap();
+        if let Some(fresh) = fresh {
+            *self.db.write().unwrap() = fresh;
+        }
         overlay.committing = None;
         if result.is_err() {
             // Keep the changes: put them back under anything written since.
@@ -155,8 +181,13 @@ impl Meta {
         result
     }
 
-    fn write_to_db(&self, changes: &Changes, packs: &BTreeMap<PackId, PackRecord>) -> Result<()> {
-        let txn = self.db.begin_write()?;
+    fn write_to_db(
+        &self,
+        db: &Database,
+        changes: &Changes,
+        packs: &BTreeMap<PackId, PackRecord>,
+    ) -> Result<()> {
+        let txn = db.begin_write()?;
         for table in Table::ALL {
             let map = &changes.tables[table as usize];
             if map.is_empty() && table != Table::Packs {
@@ -248,7 +279,7 @@ fn layered_scan(
 /// A consistent view for the length of one operation.
 pub struct Reader<'a> {
     overlay: RwLockReadGuard<'a, Overlay>,
-    db: &'a Database,
+    db: Arc<Database>,
     txn: std::cell::RefCell<DbSnapshot>,
 }
 
@@ -265,7 +296,7 @@ impl MetaRead for Reader<'_> {
         layered_get(
             &self.layers(),
             &mut self.txn.borrow_mut(),
-            self.db,
+            &self.db,
             table,
             key,
         )
@@ -275,7 +306,7 @@ impl MetaRead for Reader<'_> {
         layered_scan(
             &self.layers(),
             &mut self.txn.borrow_mut(),
-            self.db,
+            &self.db,
             table,
             prefix,
         )
@@ -285,7 +316,7 @@ impl MetaRead for Reader<'_> {
 /// One atomic metadata operation in progress.
 pub struct Writer<'a> {
     overlay: RwLockWriteGuard<'a, Overlay>,
-    db: &'a Database,
+    db: Arc<Database>,
     txn: std::cell::RefCell<DbSnapshot>,
     batch: Changes,
 }
@@ -311,7 +342,7 @@ impl MetaRead for Writer<'_> {
         layered_get(
             &self.layers(),
             &mut self.txn.borrow_mut(),
-            self.db,
+            &self.db,
             table,
             key,
         )
@@ -321,7 +352,7 @@ impl MetaRead for Writer<'_> {
         layered_scan(
             &self.layers(),
             &mut self.txn.borrow_mut(),
-            self.db,
+            &self.db,
             table,
             prefix,
         )

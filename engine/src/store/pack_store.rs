@@ -314,6 +314,34 @@ impl PackStore {
         self.cache.as_ref()
     }
 
+    /// Reads a verified block into `out`. With `use_cache`, through the block cache (when the
+    /// store has one): a hit costs a copy, a miss is read, verified and kept. Without, the
+    /// cache is not filled (the kernel's page cache above the mount is the only cache then).
+    pub fn read_block(&self, id: &BlockId, out: &mut [u8], use_cache: bool) -> Result<usize> {
+        let cache = self.cache.as_ref().filter(|_| use_cache);
+        if let Some(cached) = cache.and_then(|c| c.get(id)) {
+            if out.len() < cached.len() {
+                return Err(Error::Corrupt(format!("block {id} is longer than its place")));
+            }
+            out[..cached.len()].copy_from_slice(&cached);
+            return Ok(cached.len());
+        }
+        let (pack, entry, file) = self
+            .locate(id)
+            .ok_or_else(|| Error::Corrupt(format!("block {id} is referenced but not stored")))?;
+        if out.len() < entry.len as usize {
+            return Err(Error::Corrupt(format!(
+                "block {id} in pack {pack} is longer ({} bytes) than its place in the file",
+                entry.len
+            )));
+        }
+        let len = pack_reader::read_block(&*file, pack, entry, id, out)?;
+        if let Some(cache) = cache {
+            cache.insert(*id, Arc::from(&out[..len]));
+        }
+        Ok(len)
+    }
+
     pub(super) fn holds(&self, id: &BlockId) -> bool {
         self.locate(id).is_some()
     }
@@ -410,18 +438,7 @@ impl BlockStore for PackStore {
     }
 
     fn get(&self, id: &BlockId, out: &mut [u8]) -> Result<usize> {
-        if let Some(cached) = self.cache.as_ref().and_then(|c| c.get(id)) {
-            out[..cached.len()].copy_from_slice(&cached);
-            return Ok(cached.len());
-        }
-        let (pack, entry, file) = self
-            .locate(id)
-            .ok_or_else(|| Error::Corrupt(format!("block {id} is referenced but not stored")))?;
-        let len = pack_reader::read_block(&*file, pack, entry, id, out)?;
-        if let Some(cache) = &self.cache {
-            cache.insert(*id, Arc::from(&out[..len]));
-        }
-        Ok(len)
+        self.read_block(id, out, false)
     }
 
     fn sync(&self) -> Result<Checkpoint> {

@@ -89,13 +89,17 @@ fn open_db(io: &Io, layout: &StoreLayout, options: &StoreOptions, create: bool) 
     } else {
         OpenMode::ReadWrite
     };
-    let file = io
-        .open(&path, mode)
-        .ctx(|| format!("opening metadata database {}", path.display()))?;
-    let mut builder = redb::Database::builder();
-    builder.set_cache_size(options.db_cache_bytes);
-    let db = builder.create_with_backend(IoBackend(file))?;
-    Meta::new(db)
+    let (io, cache_bytes) = (io.clone(), options.db_cache_bytes);
+    let open = move |mode| -> Result<redb::Database> {
+        let file = io
+            .open(&path, mode)
+            .ctx(|| format!("opening metadata database {}", path.display()))?;
+        let mut builder = redb::Database::builder();
+        builder.set_cache_size(cache_bytes);
+        Ok(builder.create_with_backend(IoBackend(file))?)
+    };
+    let db = open(mode)?;
+    Ok(Meta::new(db)?.with_reopen(Box::new(move || open(OpenMode::ReadWrite))))
 }
 
 impl Store {
@@ -292,6 +296,28 @@ impl Store {
             total += io.allocated_bytes(&path).unwrap_or(0);
         }
         Ok(total)
+    }
+
+    /// The block cache's (bytes held, hits, misses), when the store has one.
+    pub fn block_cache_figures(&self) -> Option<(usize, u64, u64)> {
+        self.inner.blocks.cache().map(|c| c.figures())
+    }
+
+    /// Bytes of file data written and not yet flushed.
+    pub fn dirty_bytes(&self) -> u64 {
+        self.inner.dirty.held()
+    }
+
+    /// The view of a container: the open one if it is mounted, else a newly opened one.
+    pub fn container_view(&self, name: &str) -> Result<crate::volume::Volume> {
+        let live = self
+            .live_volumes()
+            .into_iter()
+            .find(|v| v.container_name().as_deref() == Some(name));
+        match live {
+            Some(shared) => Ok(crate::volume::Volume::from_shared(shared)),
+            None => self.open_container(name),
+        }
     }
 
     pub fn block_store_stats(&self) -> crate::store::BlockStoreStats {

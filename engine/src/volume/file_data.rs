@@ -208,12 +208,13 @@ impl Volume {
         skip: usize,
     ) -> Result<()> {
         let blocks = self.shared.store.blocks();
+        let cached = self.shared.cache_reads.load(Ordering::Relaxed);
         if skip == 0 && dst.len() >= blocks.block_size() {
-            blocks.get(id, dst)?;
+            blocks.read_block(id, dst, cached)?;
             return Ok(());
         }
         scratch.resize(blocks.block_size(), 0);
-        let n = blocks.get(id, scratch)?;
+        let n = blocks.read_block(id, scratch, cached)?;
         let available = n.saturating_sub(skip).min(dst.len());
         dst[..available].copy_from_slice(&scratch[skip..skip + available]);
         dst[available..].fill(0);

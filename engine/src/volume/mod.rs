@@ -14,7 +14,7 @@ mod handles;
 mod namespace;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,6 +54,8 @@ pub(crate) struct VolumeShared {
     nodes: Mutex<HashMap<NodeId, Arc<NodeState>>>,
     /// Counts removals from `nodes` (see `Volume::state`).
     evictions: AtomicU64,
+    /// Whether reads go through the store's block cache (share-memory mounts).
+    cache_reads: AtomicBool,
     handles: Mutex<Handles>,
 }
 
@@ -111,11 +113,6 @@ impl Store {
             .push(Arc::downgrade(&volume.shared));
         Ok(volume)
     }
-
-    /// A read-only view of an arbitrary stack of layers (top first), for import and export.
-    pub(crate) fn open_layers(&self, layers: Vec<LayerId>) -> Volume {
-        Volume::new(self, Target::Image(String::new()), layers, false)
-    }
 }
 
 impl Volume {
@@ -127,6 +124,7 @@ impl Volume {
                 stack: RwLock::new(Stack { layers, writable }),
                 nodes: Mutex::new(HashMap::new()),
                 evictions: AtomicU64::new(0),
+                cache_reads: AtomicBool::new(false),
                 handles: Mutex::new(Handles::default()),
             }),
         }
@@ -145,6 +143,14 @@ impl Volume {
         self.shared.container_name()
     }
 
+    /// The image this view shows, if it is an image's.
+    pub fn image(&self) -> Option<String> {
+        match &self.shared.target {
+            Target::Image(name) => Some(name.clone()),
+            Target::Container(_) => None,
+        }
+    }
+
     pub fn is_writable(&self) -> bool {
         self.stack().writable
     }
@@ -152,6 +158,12 @@ impl Volume {
     /// The layers this view reads, top first.
     pub fn layers(&self) -> Vec<LayerId> {
         self.stack().layers.clone()
+    }
+
+    /// Serve reads through the store's verified block cache, shared by every view that does
+    /// (share-memory mode). Off by default: the kernel's page cache is then the only cache.
+    pub fn set_cache_reads(&self, on: bool) {
+        self.shared.cache_reads.store(on, Ordering::Relaxed);
     }
 
     pub fn root(&self) -> NodeId {

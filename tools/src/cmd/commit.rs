@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::output;
-use crate::service::{self, Request};
+use crate::client;
+use crate::service::Request;
 
 /// Commit a container's changes as a new image; the container goes on on top of it.
 #[derive(clap::Args)]
@@ -22,7 +23,11 @@ pub struct Args {
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
-    let reply = service::call(
+    // A mounted container: push the kernel's cached writes to the daemon first.
+    if let Some(mountpoint) = super::mount::mountpoint_of(store, &args.container)? {
+        super::mount::syncfs(&mountpoint)?;
+    }
+    let reply = client::call(
         store,
         Request::Commit {
             container: args.container.clone(),

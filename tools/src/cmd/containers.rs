@@ -6,7 +6,8 @@ use anyhow::Result;
 use tessera::store_dir::ContainerInfo;
 
 use crate::output;
-use crate::service::{self, Request};
+use crate::client;
+use crate::service::Request;
 
 /// List containers.
 #[derive(clap::Args)]
@@ -18,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
-    let reply = service::call(store, Request::Containers)?;
+    let reply = client::call(store, Request::Containers)?;
     if args.json {
         return output::json(&reply);
     }

@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::output;
-use crate::service::{self, Request};
+use crate::client;
+use crate::service::Request;
 
 /// Create a container on an image (any committed image).
 #[derive(clap::Args)]
@@ -22,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
-    let reply = service::call(
+    let reply = client::call(
         store,
         Request::Create {
             name: args.name.clone(),

@@ -6,6 +6,7 @@ use anyhow::Result;
 use tessera::export::ExportReport;
 
 use crate::output;
+use crate::client;
 use crate::service::{self, Request};
 
 /// Export an image or a container as a tar of its merged view.
@@ -24,7 +25,7 @@ pub struct Args {
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
     let path = service::absolute(&args.output)?;
-    let reply = service::call(
+    let reply = client::call(
         store,
         Request::Export {
             target: args.target.clone(),

@@ -6,7 +6,8 @@ use anyhow::Result;
 use tessera::store_dir::ImageInfo;
 
 use crate::output;
-use crate::service::{self, Request};
+use crate::client;
+use crate::service::Request;
 
 /// List images.
 #[derive(clap::Args)]
@@ -18,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
-    let reply = service::call(store, Request::Images)?;
+    let reply = client::call(store, Request::Images)?;
     if args.json {
         return output::json(&reply);
     }

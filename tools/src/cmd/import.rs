@@ -6,6 +6,7 @@ use anyhow::Result;
 use tessera::import::ImportReport;
 
 use crate::output;
+use crate::client;
 use crate::service::{self, Request};
 
 /// Import a directory or a tar archive as an image.
@@ -24,7 +25,7 @@ pub struct Args {
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
     let source = service::absolute(&args.source)?;
-    let reply = service::call(
+    let reply = client::call(
         store,
         Request::Import {
             source,

@@ -3,9 +3,11 @@
 pub mod commit;
 pub mod containers;
 pub mod create;
+pub mod daemon;
 pub mod demo;
 pub mod export;
 pub mod images;
 pub mod import;
 pub mod init;
+pub mod mount;
 pub mod remove;

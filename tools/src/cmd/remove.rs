@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::output;
-use crate::service::{self, Request};
+use crate::client;
+use crate::service::Request;
 
 /// Remove a container (refused while it is mounted).
 #[derive(clap::Args)]
@@ -28,7 +29,7 @@ pub struct RmiArgs {
 }
 
 pub fn run_rm(store: &Path, args: RmArgs) -> Result<()> {
-    let reply = service::call(
+    let reply = client::call(
         store,
         Request::Rm {
             name: args.name.clone(),
@@ -42,7 +43,7 @@ pub fn run_rm(store: &Path, args: RmArgs) -> Result<()> {
 }
 
 pub fn run_rmi(store: &Path, args: RmiArgs) -> Result<()> {
-    let reply = service::call(
+    let reply = client::call(
         store,
         Request::Rmi {
             name: args.name.clone(),

@@ -1,0 +1,72 @@
+//! Running a request: through the store's daemon when one runs, else in this process (same
+//! `service::execute` either way).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::daemon::paths::DaemonPaths;
+use crate::daemon::protocol;
+use crate::service::{self, Request};
+
+/// Whether a daemon serves the store (and a connection to it).
+pub fn daemon(store: &Path) -> Option<std::os::unix::net::UnixStream> {
+    let paths = DaemonPaths::for_store(store).ok()?;
+    protocol::connect(&paths.socket)
+}
+
+/// Runs `request` against the store at `store`.
+pub fn call(store: &Path, request: Request) -> Result<Value> {
+    match daemon(store) {
+        Some(stream) => protocol::call(stream, &request),
+        None => service::call_local(store, request),
+    }
+}
+
+/// Starts a background daemon for the store and waits until it listens.
+pub fn start_daemon(store: &Path) -> Result<std::os::unix::net::UnixStream> {
+    use std::os::unix::process::CommandExt;
+    let paths = DaemonPaths::for_store(store)?;
+    paths.create_dir()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&paths.log)
+        .with_context(|| format!("opening {}", paths.log.display()))?;
+    let exe = std::env::current_exe().context("finding the tessera executable")?;
+    let mut child = std::process::Command::new(exe)
+        .arg("--store")
+        .arg(store)
+        .args(["daemon", "run"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .process_group(0)
+        .spawn()
+        .context("starting the daemon")?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        if let Some(stream) = protocol::connect(&paths.socket) {
+            return Ok(stream);
+        }
+        if let Some(status) = child.try_wait()? {
+            let tail = log_tail(&paths.log);
+            bail!("the daemon exited ({status}) before listening: {tail}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("the daemon did not start listening within 20 s (see {})", paths.log.display())
+}
+
+/// The last error line of a daemon log.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no log output")
+        .to_string()
+}

@@ -1,0 +1,87 @@
+//! `tessera daemon status|stop|run`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+use crate::client;
+use crate::daemon::{self, protocol, DaemonOptions};
+use crate::output;
+use crate::service::Request;
+
+/// Inspect or control the store's daemon.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  tessera daemon status --json")]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(clap::Subcommand)]
+enum Action {
+    /// The daemon's pid, mounts and cache figures.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Flush, unmount everything and stop.
+    Stop {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the daemon in the foreground (what `tessera mount` starts in the background).
+    Run {
+        /// Keep running with no mounts.
+        #[arg(long)]
+        persist: bool,
+        /// Block cache size for share-memory mounts.
+        #[arg(long, default_value = "1G")]
+        cache_size: String,
+    },
+}
+
+pub fn run(store: &Path, args: Args) -> Result<()> {
+    match args.action {
+        Action::Status { json } => {
+            let Some(stream) = client::daemon(store) else {
+                bail!("no tessera daemon runs for store {}", store.display());
+            };
+            let status = protocol::call(stream, &Request::Status)?;
+            if json {
+                return output::json(&status);
+            }
+            super::mount::print_status(&status);
+            Ok(())
+        }
+        Action::Stop { json } => {
+            let Some(stream) = client::daemon(store) else {
+                bail!("no tessera daemon runs for store {}", store.display());
+            };
+            let reply = protocol::call(stream, &Request::Stop)?;
+            let started = Instant::now();
+            while client::daemon(store).is_some() {
+                if started.elapsed() > Duration::from_secs(60) {
+                    bail!("the daemon did not stop within 60 s");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if json {
+                return output::json(&reply);
+            }
+            println!("daemon stopped");
+            Ok(())
+        }
+        Action::Run {
+            persist,
+            cache_size,
+        } => daemon::run(
+            store,
+            DaemonOptions {
+                persist,
+                cache_bytes: super::mount::cache_bytes(&cache_size)?,
+                initial_mount: None,
+            },
+        ),
+    }
+}

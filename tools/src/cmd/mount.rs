@@ -1,0 +1,152 @@
+//! `tessera mount` and `tessera umount`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::client;
+use crate::daemon::{self, protocol, DaemonOptions, MountRequest};
+use crate::output;
+use crate::service::{self, Request};
+
+/// Mount a container's view (starts the store's daemon if none runs).
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  tessera mount web1 /mnt/web1 && ls /mnt/web1")]
+pub struct Args {
+    container: String,
+    mountpoint: PathBuf,
+    /// Serve reads from the daemon's one verified block cache (FOPEN_DIRECT_IO, mmap
+    /// allowed): containers reading the same blocks hold them in memory once.
+    #[arg(long)]
+    share_memory: bool,
+    /// Run the daemon in this terminal (until Ctrl-C or the last unmount).
+    #[arg(long)]
+    foreground: bool,
+    /// Block cache size for share-memory mounts when this starts the daemon.
+    #[arg(long, default_value = "1G")]
+    cache_size: String,
+}
+
+/// Flush and unmount a mount point.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  tessera umount /mnt/web1")]
+pub struct UmountArgs {
+    mountpoint: PathBuf,
+}
+
+pub fn cache_bytes(text: &str) -> Result<usize> {
+    tessera::store_dir::parse_size(text)
+        .map(|n| n as usize)
+        .with_context(|| format!("{text:?} is not a size like 1G"))
+}
+
+pub fn run(store: &Path, args: Args) -> Result<()> {
+    let mountpoint = service::absolute(&args.mountpoint)?;
+    if !mountpoint.is_dir() {
+        bail!("mount point {} is not a directory", mountpoint.display());
+    }
+    let request = MountRequest {
+        container: args.container.clone(),
+        mountpoint: mountpoint.clone(),
+        share_memory: args.share_memory,
+    };
+    if args.foreground {
+        if client::daemon(store).is_some() {
+            bail!("a daemon already serves this store; mount without --foreground");
+        }
+        println!("mounting {} at {} (Ctrl-C to stop)", args.container, mountpoint.display());
+        let options = DaemonOptions {
+            persist: false,
+            cache_bytes: cache_bytes(&args.cache_size)?,
+            initial_mount: Some(request),
+        };
+        return daemon::run(store, options);
+    }
+    let stream = match client::daemon(store) {
+        Some(stream) => stream,
+        None => client::start_daemon(store)?,
+    };
+    protocol::call(
+        stream,
+        &Request::Mount {
+            container: request.container,
+            mountpoint: request.mountpoint,
+            share_memory: request.share_memory,
+        },
+    )?;
+    println!("mounted {} at {}", args.container, mountpoint.display());
+    Ok(())
+}
+
+pub fn run_umount(store: &Path, args: UmountArgs) -> Result<()> {
+    let mountpoint = service::absolute(&args.mountpoint)?;
+    if let Some(stream) = client::daemon(store) {
+        protocol::call(stream, &Request::Umount { mountpoint: mountpoint.clone() })?;
+        println!("unmounted {}", mountpoint.display());
+        return Ok(());
+    }
+    if tessera_fusefs::mounts::is_stale(&mountpoint) {
+        tessera_fusefs::mounts::clear_stale(&mountpoint)?;
+        println!("cleared stale mount {} (its daemon was gone)", mountpoint.display());
+        return Ok(());
+    }
+    bail!("no tessera daemon serves {}", mountpoint.display())
+}
+
+/// The mount point of a mounted container, asking the daemon.
+pub fn mountpoint_of(store: &Path, container: &str) -> Result<Option<PathBuf>> {
+    let Some(stream) = client::daemon(store) else {
+        return Ok(None);
+    };
+    let status: Value = protocol::call(stream, &Request::Status)?;
+    Ok(status["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["container"] == container)
+        .and_then(|m| m["mountpoint"].as_str())
+        .map(PathBuf::from))
+}
+
+/// Pushes the kernel's cached writes of a mount to the daemon (before a commit).
+pub fn syncfs(mountpoint: &Path) -> Result<()> {
+    let dir = std::fs::File::open(mountpoint)
+        .with_context(|| format!("opening {}", mountpoint.display()))?;
+    rustix::fs::syncfs(&dir).with_context(|| format!("syncfs {}", mountpoint.display()))?;
+    Ok(())
+}
+
+pub fn print_status(value: &Value) {
+    let mounts = value["mounts"].as_array().cloned().unwrap_or_default();
+    println!(
+        "daemon pid {} serving {} ({} mount{})",
+        value["pid"],
+        value["store"].as_str().unwrap_or("?"),
+        mounts.len(),
+        if mounts.len() == 1 { "" } else { "s" }
+    );
+    let rows: Vec<Vec<String>> = mounts
+        .iter()
+        .map(|m| {
+            vec![
+                m["container"].as_str().unwrap_or("").to_string(),
+                m["mountpoint"].as_str().unwrap_or("").to_string(),
+                if m["share_memory"].as_bool() == Some(true) { "share-memory" } else { "page-cache" }
+                    .to_string(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        output::table(&["CONTAINER", "MOUNT POINT", "CACHING"], &rows);
+    }
+    println!("dirty data: {}", output::size(value["dirty_bytes"].as_u64().unwrap_or(0)));
+    if let Some(cache) = value["block_cache"].as_object() {
+        println!(
+            "block cache: {} held, {} hits, {} misses",
+            output::size(cache["bytes"].as_u64().unwrap_or(0)),
+            cache["hits"],
+            cache["misses"]
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! The daemon: the one process that owns an open store and serves every mount of it, so all
+//! mounted containers share one writer (and, in share-memory mode, one block cache). It
+//! listens on the store's control socket; every CLI command run while it lives is a client.
+//! SIGTERM, SIGINT and `tessera daemon stop` flush and unmount everything. Unless started with
+//! `--persist`, it exits once its last mount is gone (or if it never gets one).
+
+pub mod paths;
+pub mod protocol;
+
+use std::collections::BTreeMap;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+use tessera::Store;
+use tessera_fusefs::{Mount, MountConfig};
+
+use crate::service::{self, Request};
+use paths::DaemonPaths;
+use protocol::Reply;
+
+/// How a daemon runs.
+pub struct DaemonOptions {
+    /// Stay up with no mounts (for a service manager).
+    pub persist: bool,
+    /// Bytes of the verified block cache share-memory mounts read through.
+    pub cache_bytes: usize,
+    /// A mount to make before serving (`tessera mount --foreground`).
+    pub initial_mount: Option<MountRequest>,
+}
+
+pub struct MountRequest {
+    pub container: String,
+    pub mountpoint: PathBuf,
+    pub share_memory: bool,
+}
+
+/// How long a daemon that never got a mount waits for one.
+const IDLE_START: Duration = Duration::from_secs(30);
+
+struct Mounted {
+    container: String,
+    share_memory: bool,
+    mount: Mount,
+}
+
+struct Daemon {
+    store: Store,
+    store_path: PathBuf,
+    mounts: Mutex<BTreeMap<PathBuf, Mounted>>,
+    had_mount: AtomicBool,
+    stop: (Mutex<bool>, Condvar),
+}
+
+impl Daemon {
+    fn request_stop(&self) {
+        *self.stop.0.lock().unwrap() = true;
+        self.stop.1.notify_all();
+    }
+
+    fn mount(&self, request: MountRequest) -> Result<Value> {
+        let MountRequest {
+            container,
+            mountpoint,
+            share_memory,
+        } = request;
+        if !mountpoint.is_dir() {
+            bail!("mount point {} is not a directory", mountpoint.display());
+        }
+        if self.mounts.lock().unwrap().contains_key(&mountpoint) {
+            bail!("{} is already a tessera mount", mountpoint.display());
+        }
+        let volume = self.store.open_container(&container)?;
+        let config = MountConfig {
+            share_memory,
+            fsname: format!("tessera:{container}"),
+            ..MountConfig::default()
+        };
+        let mount = Mount::new(volume, &mountpoint, config)
+            .with_context(|| format!("mounting {container} at {}", mountpoint.display()))?;
+        tracing::info!("mounted {container} at {}", mountpoint.display());
+        self.mounts.lock().unwrap().insert(
+            mountpoint.clone(),
+            Mounted {
+                container: container.clone(),
+                share_memory,
+                mount,
+            },
+        );
+        self.had_mount.store(true, Ordering::SeqCst);
+        Ok(json!({ "container": container, "mountpoint": mountpoint }))
+    }
+
+    fn umount(&self, mountpoint: &Path) -> Result<Value> {
+        let entry = self
+            .mounts
+            .lock()
+            .unwrap()
+            .remove(mountpoint)
+            .ok_or_else(|| anyhow!("{} is not mounted by this daemon", mountpoint.display()))?;
+        let Mounted {
+            container,
+            share_memory,
+            mount,
+        } = entry;
+        if let Err(e) = mount.unmount() {
+            // Still mounted (busy): keep serving it.
+            return Err(anyhow!("unmounting {}: {e}", mountpoint.display()));
+        }
+        let _ = share_memory;
+        tracing::info!("unmounted {container} from {}", mountpoint.display());
+        Ok(json!({ "container": container, "mountpoint": mountpoint }))
+    }
+
+    fn status(&self) -> Value {
+        let mounts: Vec<Value> = self
+            .mounts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(path, m)| {
+                json!({
+                    "container": m.container,
+                    "mountpoint": path,
+                    "share_memory": m.share_memory,
+                })
+            })
+            .collect();
+        let cache = self.store.block_cache_figures().map(|(bytes, hits, misses)| {
+            json!({ "bytes": bytes, "hits": hits, "misses": misses })
+        });
+        json!({
+            "pid": std::process::id(),
+            "store": self.store_path,
+            "mounts": mounts,
+            "dirty_bytes": self.store.dirty_bytes(),
+            "block_cache": cache,
+        })
+    }
+
+    fn handle(&self, stream: UnixStream) {
+        let reply = match protocol::read_request(&stream) {
+            Err(e) => Reply::Error(format!("bad request: {e}")),
+            Ok(request) => match self.execute(request) {
+                Ok(value) => Reply::Ok(value),
+                Err(e) => Reply::Error(crate::output::error_line(&e)),
+            },
+        };
+        if let Err(e) = protocol::write_reply(&stream, &reply) {
+            tracing::warn!("replying to a client: {e}");
+        }
+    }
+
+    fn execute(&self, request: Request) -> Result<Value> {
+        match request {
+            Request::Mount {
+                container,
+                mountpoint,
+                share_memory,
+            } => self.mount(MountRequest {
+                container,
+                mountpoint,
+                share_memory,
+            }),
+            Request::Umount { mountpoint } => self.umount(&mountpoint),
+            Request::Status => Ok(self.status()),
+            Request::Stop => {
+                self.request_stop();
+                Ok(json!({ "stopping": std::process::id() }))
+            }
+            other => service::execute(&self.store, other),
+        }
+    }
+
+    /// Flushes and unmounts everything; a mount still in use is flushed, its FUSE connection
+    /// aborted and the mount detached.
+    fn unmount_all(&self) {
+        let mounts = std::mem::take(&mut *self.mounts.lock().unwrap());
+        for (path, m) in mounts {
+            if let Err(e) = m.mount.force_unmount() {
+                tracing::error!("unmounting {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+/// Runs a daemon for the store at `store_path` until it is told to stop (or, without
+/// `persist`, until its last mount is gone).
+pub fn run(store_path: &Path, options: DaemonOptions) -> Result<()> {
+    let paths = DaemonPaths::for_store(store_path)?;
+    paths.create_dir()?;
+    let store = Store::open(
+        store_path,
+        service::store_options().block_cache_bytes(options.cache_bytes),
+    )
+    .with_context(|| format!("opening store {}", store_path.display()))?;
+    // We hold the store lock: a socket file left behind is stale.
+    let _ = std::fs::remove_file(&paths.socket);
+    let listener = UnixListener::bind(&paths.socket)
+        .with_context(|| format!("listening on {}", paths.socket.display()))?;
+    let daemon = Arc::new(Daemon {
+        store,
+        store_path: std::fs::canonicalize(store_path)?,
+        mounts: Mutex::new(BTreeMap::new()),
+        had_mount: AtomicBool::new(false),
+        stop: (Mutex::new(false), Condvar::new()),
+    });
+    if let Some(first) = options.initial_mount {
+        if let Err(e) = daemon.mount(first) {
+            let _ = std::fs::remove_file(&paths.socket);
+            return Err(e);
+        }
+    }
+    spawn_listener(daemon.clone(), listener);
+    spawn_signal_handler(daemon.clone())?;
+    tracing::info!(
+        "daemon {} serving {} on {}",
+        std::process::id(),
+        store_path.display(),
+        paths.socket.display()
+    );
+    let started = Instant::now();
+    {
+        let mut stopped = daemon.stop.0.lock().unwrap();
+        while !*stopped {
+            stopped = daemon.stop.1.wait_timeout(stopped, Duration::from_millis(500)).unwrap().0;
+            let idle = daemon.mounts.lock().unwrap().is_empty();
+            let gone = daemon.had_mount.load(Ordering::SeqCst) || started.elapsed() > IDLE_START;
+            if idle && gone && !options.persist {
+                break;
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&paths.socket);
+    daemon.unmount_all();
+    daemon.store.sync().context("flushing the store")?;
+    tracing::info!("daemon {} stopped", std::process::id());
+    Ok(())
+}
+
+fn spawn_listener(daemon: Arc<Daemon>, listener: UnixListener) {
+    std::thread::Builder::new()
+        .name("tessera-control".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        let daemon = daemon.clone();
+                        std::thread::spawn(move || daemon.handle(stream));
+                    }
+                    Err(e) => tracing::warn!("accepting a client: {e}"),
+                }
+            }
+        })
+        .expect("spawning the control thread");
+}
+
+fn spawn_signal_handler(daemon: Arc<Daemon>) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("tessera-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                tracing::info!("signal {signal}: flushing and unmounting");
+                daemon.request_stop();
+            }
+        })?;
+    Ok(())
+}

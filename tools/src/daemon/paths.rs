@@ -1,0 +1,42 @@
+//! Where a store's daemon can be reached: a Unix socket under `$XDG_RUNTIME_DIR/tessera` (or
+//! `/run/tessera` as root), named by a hash of the store's canonical path — socket paths are
+//! limited to 108 bytes, store paths are not. Its log sits beside it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+fn runtime_dir() -> PathBuf {
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/run/tessera");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("tessera"),
+        None => std::env::temp_dir().join(format!("tessera-{}", rustix::process::geteuid().as_raw())),
+    }
+}
+
+/// The socket and log paths of the daemon of the store at `store`.
+pub struct DaemonPaths {
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl DaemonPaths {
+    pub fn for_store(store: &Path) -> Result<DaemonPaths> {
+        let canonical = std::fs::canonicalize(store)
+            .with_context(|| format!("store {} does not exist (run `tessera init`)", store.display()))?;
+        let hash = blake3::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
+        let dir = runtime_dir();
+        let name = &hash.as_str()[..16];
+        Ok(DaemonPaths {
+            socket: dir.join(format!("{name}.sock")),
+            log: dir.join(format!("{name}.log")),
+        })
+    }
+
+    pub fn create_dir(&self) -> Result<()> {
+        let dir = self.socket.parent().expect("socket has a directory");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+    }
+}

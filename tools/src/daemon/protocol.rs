@@ -1,0 +1,68 @@
+//! The control socket's protocol: one JSON request per line, one JSON reply per line
+//! (`{"ok": …}` or `{"error": "…"}`), then the connection closes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::service::Request;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reply {
+    Ok(Value),
+    Error(String),
+}
+
+/// Connects to a running daemon; `None` when none listens (a stale socket is removed).
+pub fn connect(socket: &Path) -> Option<UnixStream> {
+    match UnixStream::connect(socket) {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+                // The daemon that made it is gone (killed): nothing listens any more.
+                let _ = std::fs::remove_file(socket);
+            }
+            None
+        }
+    }
+}
+
+/// Sends a request and waits for the reply.
+pub fn call(mut stream: UnixStream, request: &Request) -> Result<Value> {
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line).context("sending to the daemon")?;
+    stream.shutdown(std::net::Shutdown::Write).ok();
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .context("reading the daemon's reply")?;
+    if reply.is_empty() {
+        return Err(anyhow!("the daemon closed the connection without replying"));
+    }
+    match serde_json::from_str(&reply).context("decoding the daemon's reply")? {
+        Reply::Ok(value) => Ok(value),
+        Reply::Error(message) => Err(anyhow!(message)),
+    }
+}
+
+/// Reads one request from a client.
+pub fn read_request(stream: &UnixStream) -> Result<Request> {
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    serde_json::from_str(&line).context("decoding a request")
+}
+
+pub fn write_reply(mut stream: &UnixStream, reply: &Reply) -> Result<()> {
+    let mut line = serde_json::to_vec(reply)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    Ok(())
+}
