@@ -4,6 +4,7 @@
 //! content-addressed store; containers edit their files block by block; a [`Volume`] presents
 //! one container's merged view through a filesystem-shaped API.
 
+pub mod diff;
 pub mod error;
 pub mod format;
 pub mod ids;
@@ -15,7 +16,9 @@ pub mod tree;
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{BlockId, LayerId, MapRoot, NodeId, PackId, PageId};
 pub mod layer;
+pub mod maintenance;
 pub mod meta;
+pub mod stats;
 pub mod store_dir;
 pub mod volume;
 

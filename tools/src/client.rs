@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::daemon::paths::DaemonPaths;
@@ -43,7 +43,10 @@ pub fn start_daemon(store: &Path) -> Result<std::os::unix::net::UnixStream> {
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .process_group(0)
         .spawn()
         .context("starting the daemon")?;
@@ -58,7 +61,10 @@ pub fn start_daemon(store: &Path) -> Result<std::os::unix::net::UnixStream> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    bail!("the daemon did not start listening within 20 s (see {})", paths.log.display())
+    bail!(
+        "the daemon did not start listening within 20 s (see {})",
+        paths.log.display()
+    )
 }
 
 /// The last error line of a daemon log.

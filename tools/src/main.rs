@@ -45,6 +45,11 @@ enum Command {
     Mount(cmd::mount::Args),
     Umount(cmd::mount::UmountArgs),
     Daemon(cmd::daemon::Args),
+    Diff(cmd::diff::Args),
+    Stats(cmd::stats::Args),
+    Gc(cmd::maintenance::GcArgs),
+    Fsck(cmd::maintenance::FsckArgs),
+    Completions(cmd::completions::Args),
     Demo(cmd::demo::Args),
 }
 
@@ -94,6 +99,11 @@ fn main() -> ExitCode {
         Command::Mount(args) => cmd::mount::run(&store, args),
         Command::Umount(args) => cmd::mount::run_umount(&store, args),
         Command::Daemon(args) => cmd::daemon::run(&store, args),
+        Command::Diff(args) => cmd::diff::run(&store, args),
+        Command::Stats(args) => cmd::stats::run(&store, args),
+        Command::Gc(args) => cmd::maintenance::run_gc(&store, args),
+        Command::Fsck(args) => cmd::maintenance::run_fsck(&store, args),
+        Command::Completions(args) => cmd::completions::run(args),
         Command::Demo(args) => cmd::demo::run(args),
     };
     match result {

@@ -57,6 +57,32 @@ pub fn error_line(error: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// A spinner with the elapsed time on stderr while a long request runs; hidden when stderr is
+/// not a terminal.
+pub struct Spinner(Option<indicatif::ProgressBar>);
+
+impl Spinner {
+    pub fn start(what: &str) -> Spinner {
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return Spinner(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .expect("a valid template"),
+        );
+        bar.set_message(what.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Spinner(Some(bar))
+    }
+
+    pub fn finish(self) {
+        if let Some(bar) = self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Nanoseconds since the epoch as `YYYY-MM-DD HH:MM` (UTC).
 pub fn time(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);

@@ -8,19 +8,50 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tessera::maintenance::{FsckOptions, GcOptions};
+use tessera::stats::StatsOptions;
 use tessera::{Store, StoreOptions};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
-    Import { source: PathBuf, name: String },
+    Import {
+        source: PathBuf,
+        name: String,
+    },
     Images,
     Containers,
-    Create { name: String, image: String },
-    Commit { container: String, image: String },
-    Rm { name: String },
-    Rmi { name: String },
-    Export { target: String, output: PathBuf },
+    Create {
+        name: String,
+        image: String,
+    },
+    Commit {
+        container: String,
+        image: String,
+    },
+    Rm {
+        name: String,
+    },
+    Rmi {
+        name: String,
+    },
+    Export {
+        target: String,
+        output: PathBuf,
+    },
+    Diff {
+        container: String,
+    },
+    Stats {
+        names: Vec<String>,
+        top: usize,
+    },
+    Gc {
+        dry_run: bool,
+    },
+    Fsck {
+        verify_data: bool,
+    },
     /// Daemon only: mount a container's view.
     Mount {
         container: String,
@@ -28,7 +59,9 @@ pub enum Request {
         share_memory: bool,
     },
     /// Daemon only: flush and unmount.
-    Umount { mountpoint: PathBuf },
+    Umount {
+        mountpoint: PathBuf,
+    },
     /// Daemon only: pid, mounts, cache figures.
     Status,
     /// Daemon only: flush, unmount everything and exit.
@@ -71,6 +104,21 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
             json!({ "removed": name })
         }
         Request::Export { target, output } => export(store, &target, &output)?,
+        Request::Diff { container } => serde_json::to_value(
+            store
+                .diff_container(&container)
+                .with_context(|| format!("diffing container {container}"))?,
+        )?,
+        Request::Stats { names, top } => {
+            serde_json::to_value(tessera::stats::stats(store, &StatsOptions { names, top })?)?
+        }
+        Request::Gc { dry_run } => serde_json::to_value(store.gc(&GcOptions {
+            dry_run,
+            ..GcOptions::default()
+        })?)?,
+        Request::Fsck { verify_data } => {
+            serde_json::to_value(store.fsck(&FsckOptions { verify_data })?)?
+        }
         Request::Mount { .. } | Request::Umount { .. } | Request::Status | Request::Stop => {
             anyhow::bail!("no tessera daemon runs for this store")
         }

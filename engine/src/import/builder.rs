@@ -3,8 +3,8 @@
 //! the block pipeline meanwhile), then written into the import's staging layer.
 //!
 //! Path rules: a leading `/` is stripped, `.` and empty components are skipped, a `..`
-//! component is refused, and an entry placed under a symlink (or any non-directory) is
-//! refused — nothing is ever followed. OCI whiteouts: `.wh.NAME` deletes NAME from the layers
+//! component or a name over 255 bytes is refused (naming the entry), and an entry placed
+//! under a symlink (or any non-directory) is refused — nothing is ever followed. OCI whiteouts: `.wh.NAME` deletes NAME from the layers
 //! below; `.wh..wh..opq` hides every entry the layers below have in that directory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -13,7 +13,7 @@ use super::pipeline::{ContentId, Contents};
 use crate::error::{Error, Result};
 use crate::format::records::Dirent;
 use crate::ids::{LayerId, MapRoot, NodeId};
-use crate::layer::{check_name, lookup, readdir};
+use crate::layer::{NAME_MAX, check_name, lookup, readdir};
 use crate::meta::records::{NEXT_NODE, Records};
 use crate::store_dir::Store;
 use crate::tree::block_map;
@@ -78,6 +78,14 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
                 return Err(Error::InvalidInput(format!(
                     "entry {:?} has a '..' component",
                     String::from_utf8_lossy(path)
+                )));
+            }
+            // A whiteout names a file whose name may itself be NAME_MAX bytes long.
+            name if name.strip_prefix(WHITEOUT_PREFIX).unwrap_or(name).len() > NAME_MAX => {
+                return Err(Error::InvalidInput(format!(
+                    "entry {:?} has a name of {} bytes (the limit is {NAME_MAX})",
+                    String::from_utf8_lossy(path),
+                    name.len()
                 )));
             }
             name => out.push(name),

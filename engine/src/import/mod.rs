@@ -8,6 +8,7 @@
 mod builder;
 mod dir;
 mod pipeline;
+mod sparse;
 mod tar;
 
 use std::io::Read;
@@ -40,6 +41,9 @@ pub struct ImportReport {
     pub added_bytes: u64,
     pub seconds: f64,
 }
+
+/// Adds one layer's entries to a [`LayerFeed`] (see [`Store::import_layers`]).
+pub type LayerFeeder<'f> = Box<dyn FnOnce(&mut LayerFeed) -> Result<()> + 'f>;
 
 /// Hands one layer's entries to the builder and their data to the pipeline.
 pub struct LayerFeed<'a, 'p, 'e> {
@@ -92,7 +96,10 @@ impl LayerFeed<'_, '_, '_> {
 impl Store {
     /// Imports a directory or a tar archive (plain, .gz or .zst, detected from its bytes) as
     /// the single-layer image `name`.
+    /// `src` itself may be a symlink (it is resolved first); nothing inside it is followed.
     pub fn import_path(&self, src: &Path, name: &str) -> Result<ImportReport> {
+        let src = &std::fs::canonicalize(src)
+            .map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
         let meta = std::fs::symlink_metadata(src)
             .map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
         if meta.is_dir() {
@@ -130,8 +137,7 @@ impl Store {
         let feeders = readers
             .into_iter()
             .map(|reader| {
-                Box::new(move |feed: &mut LayerFeed| tar::feed(feed, reader))
-                    as Box<dyn FnOnce(&mut LayerFeed) -> Result<()> + 'r>
+                Box::new(move |feed: &mut LayerFeed| tar::feed(feed, reader)) as LayerFeeder<'r>
             })
             .collect();
         self.import_layers(name, None, feeders)
@@ -143,13 +149,15 @@ impl Store {
         &self,
         name: &str,
         config: Option<serde_json::Value>,
-        layers: Vec<Box<dyn FnOnce(&mut LayerFeed) -> Result<()> + 'f>>,
+        layers: Vec<LayerFeeder<'f>>,
     ) -> Result<ImportReport> {
         check_object_name("image", name)?;
         if self.meta().read().image(name)?.is_some() {
             return Err(Error::Exists(format!("image {name}")));
         }
         let started = Instant::now();
+        // Dedup may reference blocks already stored: gc must not move them meanwhile.
+        let _blocks_stay = self.block_read_guard();
         let mut made: Vec<LayerId> = Vec::new();
         let count = layers.len();
         let outcome = std::thread::scope(|scope| {
@@ -220,6 +228,12 @@ impl Store {
     /// Removes staging layers of a failed import (best effort: the next open sweeps them too).
     fn discard_layers(&self, layers: &[LayerId]) {
         let removed = self.meta().write(|w| {
+            // A publish whose commit failed left its image record in memory: it goes too.
+            for (name, image) in w.images()? {
+                if layers.contains(&image.top) {
+                    w.delete_image(&name);
+                }
+            }
             for layer in layers {
                 w.delete_layer(*layer)?;
             }

@@ -1,6 +1,7 @@
 //! Importing one layer tar: plain, gzip or zstd (detected from the first bytes). Entry paths,
 //! link targets and xattrs (PAX `SCHILY.xattr.*`) are read as raw bytes; OCI whiteouts are
-//! handled by the layer builder. A damaged archive is an error naming the entry.
+//! handled by the layer builder; sparse files (GNU and PAX formats) are expanded. A damaged
+//! archive is an error naming the entry.
 
 use std::io::{BufRead, BufReader, Read};
 
@@ -27,7 +28,9 @@ pub fn decompress<'r>(reader: impl Read + 'r) -> Result<Box<dyn Read + 'r>> {
 }
 
 fn damaged(what: &str, e: std::io::Error) -> Error {
-    Error::InvalidInput(format!("damaged archive ({what}): {e}"))
+    // The tar crate quotes raw header bytes in some errors: keep the message one short line.
+    let cause: String = e.to_string().escape_debug().take(160).collect();
+    Error::InvalidInput(format!("damaged archive ({what}): {cause}"))
 }
 
 pub fn feed(feed: &mut LayerFeed, reader: impl Read) -> Result<()> {
@@ -35,12 +38,19 @@ pub fn feed(feed: &mut LayerFeed, reader: impl Read) -> Result<()> {
     let entries = archive
         .entries()
         .map_err(|e| damaged("reading entries", e))?;
-    let mut seen_any = false;
+    // The last entry read, so a damaged header can be placed in the archive.
+    let mut previous: Option<String> = None;
     for entry in entries {
-        let mut entry = entry.map_err(|e| damaged("reading an entry header", e))?;
-        seen_any = true;
+        let mut entry = entry.map_err(|e| {
+            let what = match &previous {
+                Some(name) => format!("reading the entry header after {name:?}"),
+                None => "reading the first entry header".to_string(),
+            };
+            damaged(&what, e)
+        })?;
         let path = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&path).into_owned();
+        previous = Some(shown.clone());
         let header = entry.header();
         let meta = EntryMeta {
             perm: (header.mode().map_err(|e| damaged(&shown, e))? & 0o7777) as u16,
@@ -67,6 +77,14 @@ pub fn feed(feed: &mut LayerFeed, reader: impl Read) -> Result<()> {
         };
         let what = match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                if let Some(sparse) =
+                    super::sparse::info(&mut entry).map_err(|e| damaged(&shown, e))?
+                {
+                    let path = sparse.name.clone().unwrap_or(path);
+                    let mut data = sparse.expand(&mut entry).map_err(|e| damaged(&shown, e))?;
+                    feed.file(&path, meta, sparse.size, &mut data)?;
+                    continue;
+                }
                 let size = entry.size();
                 feed.file(&path, meta, size, &mut entry)?;
                 continue;
@@ -93,7 +111,7 @@ pub fn feed(feed: &mut LayerFeed, reader: impl Read) -> Result<()> {
         }
         feed.entry(&path, what, meta)?;
     }
-    if !seen_any {
+    if previous.is_none() {
         return Err(Error::InvalidInput("the archive holds no entries".into()));
     }
     Ok(())

@@ -13,6 +13,7 @@ pub mod copy_up;
 pub mod lookup;
 pub mod mutate;
 pub mod readdir;
+pub mod walk;
 
 use crate::error::{Error, Result};
 use crate::ids::LayerId;

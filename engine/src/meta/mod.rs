@@ -408,4 +408,49 @@ mod tests {
         assert!(result.is_err());
         assert_eq!(meta.read().get(Table::Images, b"img").unwrap(), None);
     }
+
+    /// Regression: redb refuses every operation after one I/O error until it is reopened, so
+    /// one commit that met a full disk stopped the store for good. A failed commit reopens it.
+    #[test]
+    fn a_commit_after_an_io_error_reopens_the_database() {
+        use crate::io::{IoBackend, OpenMode, SimIo, SimOptions, StorageIo};
+        let path = std::path::Path::new("/m/meta.redb");
+        let open_on = |sim: Arc<SimIo>| {
+            move |mode| -> Result<Database> {
+                let file = sim
+                    .open(path, mode)
+                    .map_err(|e| crate::Error::io("meta", e))?;
+                Ok(Database::builder().create_with_backend(IoBackend(file))?)
+            }
+        };
+        let sim = SimIo::new(SimOptions::default());
+        sim.create_dir_all(path.parent().unwrap()).unwrap();
+        let open = open_on(sim.clone());
+        let db = open(OpenMode::Create).unwrap();
+        sim.sync_dir(path.parent().unwrap()).unwrap();
+        let meta = Meta::new(db)
+            .unwrap()
+            .with_reopen(Box::new(move || open(OpenMode::ReadWrite)));
+        let put = |key: &[u8]| meta.write(|w| Ok(w.put(Table::Nodes, key, b"v"))).unwrap();
+        put(b"a");
+        meta.commit(&BTreeMap::new()).unwrap();
+        put(b"b");
+        sim.fail_after(0);
+        assert!(meta.commit(&BTreeMap::new()).is_err());
+        sim.heal();
+        meta.commit(&BTreeMap::new()).unwrap();
+        assert_eq!(
+            meta.read().get(Table::Nodes, b"b").unwrap(),
+            Some(b"v".to_vec())
+        );
+        drop(meta);
+        let db = open_on(sim.crash(1))(OpenMode::ReadWrite).unwrap();
+        let meta = Meta::new(db).unwrap();
+        for key in [&b"a"[..], b"b"] {
+            assert_eq!(
+                meta.read().get(Table::Nodes, key).unwrap(),
+                Some(b"v".to_vec())
+            );
+        }
+    }
 }

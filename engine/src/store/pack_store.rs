@@ -65,6 +65,8 @@ struct WriterState {
     next_id: PackId,
     /// Pack records not yet acknowledged as recorded by the metadata.
     pending: BTreeMap<PackId, PackRecord>,
+    /// Packs gc took out of service, whose files go once the metadata forgets them.
+    retired: Vec<PackId>,
 }
 
 impl PackStore {
@@ -108,6 +110,7 @@ impl PackStore {
                 writer: None,
                 next_id: PackId(max_id.0 + 1),
                 pending: BTreeMap::new(),
+                retired: Vec::new(),
             }),
             cache,
         };
@@ -321,7 +324,9 @@ impl PackStore {
         let cache = self.cache.as_ref().filter(|_| use_cache);
         if let Some(cached) = cache.and_then(|c| c.get(id)) {
             if out.len() < cached.len() {
-                return Err(Error::Corrupt(format!("block {id} is longer than its place")));
+                return Err(Error::Corrupt(format!(
+                    "block {id} is longer than its place"
+                )));
             }
             out[..cached.len()].copy_from_slice(&cached);
             return Ok(cached.len());
@@ -359,6 +364,61 @@ impl PackStore {
 
     pub(super) fn pack_target(&self) -> u64 {
         self.config.pack_target
+    }
+
+    /// Takes a sealed pack out of service (gc): no lookup finds it any more and its record
+    /// leaves the next checkpoint. Its files stay until [`PackStore::delete_retired`], after the
+    /// metadata no longer records it; readers holding its file keep reading (Linux keeps an
+    /// unlinked file's data while it is open).
+    pub fn retire(&self, id: PackId) -> Result<()> {
+        let removed = self.sealed.write().unwrap().remove(&id);
+        if removed.is_none() {
+            return Err(Error::InvalidInput(format!(
+                "pack {id} is not a sealed pack"
+            )));
+        }
+        let mut state = self.writer.lock().unwrap();
+        state.pending.remove(&id);
+        state.retired.push(id);
+        Ok(())
+    }
+
+    /// Deletes the files of retired packs (once the metadata no longer records them).
+    pub fn delete_retired(&self) -> Result<Vec<PackId>> {
+        let retired = std::mem::take(&mut self.writer.lock().unwrap().retired);
+        for id in &retired {
+            for path in [self.layout.pack(*id), self.layout.index(*id)] {
+                if self.io.exists(&path) {
+                    self.io
+                        .remove_file(&path)
+                        .ctx(|| format!("removing {}", path.display()))?;
+                }
+            }
+        }
+        self.io
+            .sync_dir(&self.layout.packs_dir())
+            .ctx(|| "syncing the packs directory".to_string())?;
+        Ok(retired)
+    }
+
+    /// Seals the open pack now (gc, to be able to rewrite it).
+    pub fn seal_open(&self) -> Result<()> {
+        let mut state = self.writer.lock().unwrap();
+        self.seal(&mut state)
+    }
+
+    /// Bytes a pack occupies (sealed packs and the open one).
+    pub fn pack_len(&self, id: PackId) -> Option<u64> {
+        if let Some(sp) = self.sealed.read().unwrap().get(&id) {
+            return Some(sp.view().pack_len);
+        }
+        let state = self.writer.lock().unwrap();
+        state.writer.as_ref().filter(|w| w.id == id).map(|w| w.len)
+    }
+
+    /// The open pack's id, if one is open.
+    pub fn open_pack(&self) -> Option<PackId> {
+        self.open.read().unwrap().id
     }
 
     /// Starts a staging area for an import (see `staging`).

@@ -236,3 +236,32 @@ fn a_missing_index_is_rebuilt_from_the_pack() {
         assert_eq!(read(&h.store, &BlockId::of(data)), *data);
     }
 }
+
+/// Regression: a seal cut short by an I/O error (the pack's sync or its index write) dropped
+/// the open pack's writer while the open table still listed its blocks. A retried put then
+/// skipped them as stored, the next pack replaced the table, and a sync recorded the old pack
+/// at its old length: the blocks were lost in memory at once and on disk after a reopen.
+#[test]
+fn a_failed_seal_keeps_its_blocks() {
+    for budget in 3..7 {
+        let mut h = PackHarness::new();
+        // 16 blocks and a segment header pass the 64 KiB target: this put seals.
+        let blocks: Vec<Vec<u8>> = (0..16).map(|i| block(i, BS)).collect();
+        let refs: Vec<(BlockId, &[u8])> = blocks
+            .iter()
+            .map(|d| (BlockId::of(d), d.as_slice()))
+            .collect();
+        h.io.fail_after(budget);
+        assert!(h.store.put(&refs).is_err(), "budget {budget}: no failure");
+        h.io.heal();
+        h.store.put(&refs).unwrap();
+        put_one(&h.store, &block(99, BS));
+        for data in &blocks {
+            assert_eq!(read(&h.store, &BlockId::of(data)), *data, "budget {budget}");
+        }
+        assert!(h.reopen());
+        for data in &blocks {
+            assert_eq!(read(&h.store, &BlockId::of(data)), *data, "budget {budget}");
+        }
+    }
+}

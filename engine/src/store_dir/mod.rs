@@ -13,7 +13,7 @@ mod options;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 
 pub(crate) use lifecycle::freeze_layer;
 pub use lifecycle::{ContainerInfo, ImageInfo, check_object_name};
@@ -48,6 +48,9 @@ pub(crate) struct StoreInner {
     pub dirty: DirtyBudget,
     /// Serializes flushes and layer freezes (commit).
     pub flush_lock: Mutex<()>,
+    /// Held shared by everything that may read a block by id it looked up earlier (reads,
+    /// imports) and exclusively by gc while it moves blocks between packs.
+    pub gc_lock: RwLock<()>,
     pub volumes: Mutex<Vec<Weak<VolumeShared>>>,
     /// The last error of a background flush, reported by the next fsync.
     pub background_error: Mutex<Option<String>>,
@@ -174,6 +177,7 @@ impl Store {
                 limit: options.dirty_limit,
             },
             flush_lock: Mutex::new(()),
+            gc_lock: RwLock::new(()),
             volumes: Mutex::new(Vec::new()),
             background_error: Mutex::new(None),
             flusher: flusher::Flusher::default(),
@@ -231,6 +235,11 @@ impl Store {
 
     pub(crate) fn flush_guard(&self) -> MutexGuard<'_, ()> {
         self.inner.flush_lock.lock().unwrap()
+    }
+
+    /// Keeps gc from moving blocks while the caller reads blocks it looked up.
+    pub(crate) fn block_read_guard(&self) -> RwLockReadGuard<'_, ()> {
+        self.inner.gc_lock.read().unwrap()
     }
 
     /// Syncs the packs and commits every metadata change with the pack lengths they need.
@@ -301,6 +310,14 @@ impl Store {
     /// The block cache's (bytes held, hits, misses), when the store has one.
     pub fn block_cache_figures(&self) -> Option<(usize, u64, u64)> {
         self.inner.blocks.cache().map(|c| c.figures())
+    }
+
+    /// Bytes the metadata database occupies on disk.
+    pub fn metadata_bytes(&self) -> u64 {
+        self.inner
+            .io
+            .allocated_bytes(&self.inner.layout.meta())
+            .unwrap_or(0)
     }
 
     /// Bytes of file data written and not yet flushed.

@@ -125,6 +125,55 @@ fn collect(
     Ok(())
 }
 
+/// Walks a block map: `on_page` sees every stored page (returning `false` skips the subtree
+/// below it), `on_block` every non-zero block with its index.
+pub fn visit(
+    src: &dyn PageSource,
+    root: MapRoot,
+    n: u64,
+    on_page: &mut dyn FnMut(PageId) -> bool,
+    on_block: &mut dyn FnMut(u64, BlockId),
+) -> Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        src: &dyn PageSource,
+        id: &[u8; 32],
+        h: u32,
+        start: u64,
+        n: u64,
+        on_page: &mut dyn FnMut(PageId) -> bool,
+        on_block: &mut dyn FnMut(u64, BlockId),
+    ) -> Result<()> {
+        if *id == [0; 32] {
+            return Ok(());
+        }
+        if h == 0 {
+            on_block(start, BlockId(*id));
+            return Ok(());
+        }
+        if !on_page(PageId(*id)) {
+            return Ok(());
+        }
+        let child_span = span(h - 1);
+        for (c, kid) in children(src, id, h, start, n)?.iter().enumerate() {
+            walk(
+                src,
+                kid,
+                h - 1,
+                start + c as u64 * child_span,
+                n,
+                on_page,
+                on_block,
+            )?;
+        }
+        Ok(())
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    walk(src, &root.0, height(n), 0, n, on_page, on_block)
+}
+
 /// The result of [`update`].
 pub struct Update {
     pub root: MapRoot,

@@ -11,6 +11,28 @@ use crate::tree::block_map::block_count;
 const CHUNK: u64 = 1 << 20;
 
 impl Volume {
+    /// Blocks this view's unflushed state references by id (shared by `copy_range`): they
+    /// are stored already and must survive a gc that runs before the next flush.
+    pub(crate) fn unflushed_block_refs(&self) -> Vec<BlockId> {
+        let states: Vec<_> = self
+            .shared
+            .nodes
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for state in states {
+            let fd = state.data.lock().unwrap();
+            out.extend(fd.dirty.values().filter_map(|b| match b {
+                DirtyBlock::Id(id) if !id.is_zero() => Some(*id),
+                _ => None,
+            }));
+        }
+        out
+    }
+
     /// Copies `len` bytes from `src` at `src_offset` to `dst` at `dst_offset`; returns the
     /// bytes copied (fewer when the source ends first).
     pub fn copy_range(

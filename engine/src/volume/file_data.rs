@@ -156,6 +156,7 @@ impl Volume {
 
     /// Reads up to `len` bytes at `offset` (fewer at the end of the file).
     pub fn read(&self, node: NodeId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let _blocks_stay = self.shared.store.block_read_guard();
         let stack = self.stack();
         let bs = self.block_bytes();
         let (mut out, fetch) = match self.existing_state(node) {
@@ -349,6 +350,7 @@ impl Volume {
         if let Some(id) = current {
             let mut buf = vec![0u8; bs].into_boxed_slice();
             if !id.is_zero() && !whole {
+                let _blocks_stay = self.shared.store.block_read_guard();
                 let n = self.shared.store.blocks().get(&id, &mut buf)?;
                 buf[n..].fill(0);
             }

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::output;
 use crate::client;
+use crate::output;
 use crate::service::Request;
 
 /// Commit a container's changes as a new image; the container goes on on top of it.

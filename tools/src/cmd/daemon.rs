@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{Result, bail};
 
 use crate::client;
-use crate::daemon::{self, protocol, DaemonOptions};
+use crate::daemon::{self, DaemonOptions, protocol};
 use crate::output;
 use crate::service::Request;
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use tessera::export::ExportReport;
 
-use crate::output;
 use crate::client;
+use crate::output;
 use crate::service::{self, Request};
 
 /// Export an image or a container as a tar of its merged view.

@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::Result;
 use tessera::store_dir::ImageInfo;
 
-use crate::output;
 use crate::client;
+use crate::output;
 use crate::service::Request;
 
 /// List images.

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use tessera::import::ImportReport;
 
-use crate::output;
 use crate::client;
+use crate::output;
 use crate::service::{self, Request};
 
 /// Import a directory or a tar archive as an image.

@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::client;
-use crate::daemon::{self, protocol, DaemonOptions, MountRequest};
+use crate::daemon::{self, DaemonOptions, MountRequest, protocol};
 use crate::output;
 use crate::service::{self, Request};
 
@@ -55,7 +55,11 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
         if client::daemon(store).is_some() {
             bail!("a daemon already serves this store; mount without --foreground");
         }
-        println!("mounting {} at {} (Ctrl-C to stop)", args.container, mountpoint.display());
+        println!(
+            "mounting {} at {} (Ctrl-C to stop)",
+            args.container,
+            mountpoint.display()
+        );
         let options = DaemonOptions {
             persist: false,
             cache_bytes: cache_bytes(&args.cache_size)?,
@@ -82,13 +86,21 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
 pub fn run_umount(store: &Path, args: UmountArgs) -> Result<()> {
     let mountpoint = service::absolute(&args.mountpoint)?;
     if let Some(stream) = client::daemon(store) {
-        protocol::call(stream, &Request::Umount { mountpoint: mountpoint.clone() })?;
+        protocol::call(
+            stream,
+            &Request::Umount {
+                mountpoint: mountpoint.clone(),
+            },
+        )?;
         println!("unmounted {}", mountpoint.display());
         return Ok(());
     }
     if tessera_fusefs::mounts::is_stale(&mountpoint) {
         tessera_fusefs::mounts::clear_stale(&mountpoint)?;
-        println!("cleared stale mount {} (its daemon was gone)", mountpoint.display());
+        println!(
+            "cleared stale mount {} (its daemon was gone)",
+            mountpoint.display()
+        );
         return Ok(());
     }
     bail!("no tessera daemon serves {}", mountpoint.display())
@@ -132,15 +144,22 @@ pub fn print_status(value: &Value) {
             vec![
                 m["container"].as_str().unwrap_or("").to_string(),
                 m["mountpoint"].as_str().unwrap_or("").to_string(),
-                if m["share_memory"].as_bool() == Some(true) { "share-memory" } else { "page-cache" }
-                    .to_string(),
+                if m["share_memory"].as_bool() == Some(true) {
+                    "share-memory"
+                } else {
+                    "page-cache"
+                }
+                .to_string(),
             ]
         })
         .collect();
     if !rows.is_empty() {
         output::table(&["CONTAINER", "MOUNT POINT", "CACHING"], &rows);
     }
-    println!("dirty data: {}", output::size(value["dirty_bytes"].as_u64().unwrap_or(0)));
+    println!(
+        "dirty data: {}",
+        output::size(value["dirty_bytes"].as_u64().unwrap_or(0))
+    );
     if let Some(cache) = value["block_cache"].as_object() {
         println!(
             "block cache: {} held, {} hits, {} misses",

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::output;
 use crate::client;
+use crate::output;
 use crate::service::Request;
 
 /// Remove a container (refused while it is mounted).

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
-use serde_json::{json, Value};
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
 use tessera::Store;
 use tessera_fusefs::{Mount, MountConfig};
 
@@ -130,9 +130,10 @@ impl Daemon {
                 })
             })
             .collect();
-        let cache = self.store.block_cache_figures().map(|(bytes, hits, misses)| {
-            json!({ "bytes": bytes, "hits": hits, "misses": misses })
-        });
+        let cache = self
+            .store
+            .block_cache_figures()
+            .map(|(bytes, hits, misses)| json!({ "bytes": bytes, "hits": hits, "misses": misses }));
         json!({
             "pid": std::process::id(),
             "store": self.store_path,
@@ -227,7 +228,12 @@ pub fn run(store_path: &Path, options: DaemonOptions) -> Result<()> {
     {
         let mut stopped = daemon.stop.0.lock().unwrap();
         while !*stopped {
-            stopped = daemon.stop.1.wait_timeout(stopped, Duration::from_millis(500)).unwrap().0;
+            stopped = daemon
+                .stop
+                .1
+                .wait_timeout(stopped, Duration::from_millis(500))
+                .unwrap()
+                .0;
             let idle = daemon.mounts.lock().unwrap().is_empty();
             let gone = daemon.had_mount.load(Ordering::SeqCst) || started.elapsed() > IDLE_START;
             if idle && gone && !options.persist {

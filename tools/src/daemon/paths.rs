@@ -12,7 +12,9 @@ fn runtime_dir() -> PathBuf {
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(dir) => PathBuf::from(dir).join("tessera"),
-        None => std::env::temp_dir().join(format!("tessera-{}", rustix::process::geteuid().as_raw())),
+        None => {
+            std::env::temp_dir().join(format!("tessera-{}", rustix::process::geteuid().as_raw()))
+        }
     }
 }
 
@@ -24,8 +26,12 @@ pub struct DaemonPaths {
 
 impl DaemonPaths {
     pub fn for_store(store: &Path) -> Result<DaemonPaths> {
-        let canonical = std::fs::canonicalize(store)
-            .with_context(|| format!("store {} does not exist (run `tessera init`)", store.display()))?;
+        let canonical = std::fs::canonicalize(store).with_context(|| {
+            format!(
+                "store {} does not exist (run `tessera init`)",
+                store.display()
+            )
+        })?;
         let hash = blake3::hash(canonical.as_os_str().as_encoded_bytes()).to_hex();
         let dir = runtime_dir();
         let name = &hash.as_str()[..16];

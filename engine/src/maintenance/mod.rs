@@ -1,0 +1,8 @@
+//! Keeping a store healthy: marking what is reachable, garbage collection, and checking.
+
+pub mod fsck;
+pub mod gc;
+pub mod mark;
+
+pub use fsck::{FsckOptions, FsckReport};
+pub use gc::{GcOptions, GcReport};

@@ -1,0 +1,166 @@
+//! `tessera stats`: dedup and sharing, store-wide and per image, container and layer.
+
+use std::path::Path;
+
+use anyhow::Result;
+use tessera::stats::StatsReport;
+
+use crate::client;
+use crate::output::{self, size, table};
+use crate::service::Request;
+
+/// Report dedup and sharing: logical vs stored bytes, exclusive and shared bytes per image and
+/// container, copy-up bytes versus whole-file copy-up, how many layers share each block, and
+/// the top files by shared and by copied-up bytes.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  tessera stats --json debian:12 web1")]
+pub struct Args {
+    /// Only these images and containers (all when none).
+    names: Vec<String>,
+    /// How many top files to list.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(store: &Path, args: Args) -> Result<()> {
+    let reply = client::call(
+        store,
+        Request::Stats {
+            names: args.names,
+            top: args.top,
+        },
+    )?;
+    if args.json {
+        return output::json(&reply);
+    }
+    let r: StatsReport = serde_json::from_value(reply)?;
+    print(&r);
+    Ok(())
+}
+
+fn print(r: &StatsReport) {
+    let s = &r.store;
+    println!(
+        "store: {} images, {} containers, {} files in their views; block size {}",
+        s.images,
+        s.containers,
+        s.files,
+        size(r.block_size as u64)
+    );
+    println!(
+        "  logical {} ({} in zero blocks) -> {} of distinct blocks referenced ({} blocks): dedup ratio {:.2}x",
+        size(s.logical_bytes),
+        size(s.zero_bytes),
+        size(s.referenced_bytes),
+        s.referenced_blocks,
+        s.dedup_ratio
+    );
+    println!(
+        "  stored {} blocks ({}) in {} of packs; reclaimable by gc {}; metadata {}",
+        s.stored_blocks,
+        size(s.stored_block_bytes),
+        size(s.pack_bytes),
+        size(s.reclaimable_bytes),
+        size(s.metadata_bytes)
+    );
+    println!();
+    let rows: Vec<Vec<String>> = r
+        .owners
+        .iter()
+        .map(|o| {
+            vec![
+                o.kind.clone(),
+                o.name.clone(),
+                o.files.to_string(),
+                size(o.logical_bytes),
+                size(o.referenced_bytes),
+                size(o.exclusive_bytes),
+                size(o.shared_bytes),
+                format!("{} in {} files", size(o.copied_up_bytes), o.copied_up_files),
+                size(o.whole_file_copy_up_bytes),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "KIND",
+            "NAME",
+            "FILES",
+            "LOGICAL",
+            "REFERENCED",
+            "EXCLUSIVE",
+            "SHARED",
+            "COPY-UP (TESSERA)",
+            "WHOLE-FILE COPY-UP",
+        ],
+        &rows,
+    );
+    println!();
+    let rows: Vec<Vec<String>> = r
+        .layers
+        .iter()
+        .map(|l| {
+            vec![
+                l.layer.to_string(),
+                l.parent.map_or("-".into(), |p| p.to_string()),
+                l.records.to_string(),
+                size(l.referenced_bytes),
+                size(l.new_bytes),
+                size(l.copied_up_bytes),
+                size(l.whole_file_copy_up_bytes),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "LAYER",
+            "PARENT",
+            "FILES",
+            "REFERENCED",
+            "NEW",
+            "COPY-UP",
+            "WHOLE-FILE",
+        ],
+        &rows,
+    );
+    println!();
+    let rows: Vec<Vec<String>> = r
+        .sharing
+        .iter()
+        .map(|b| vec![b.layers.to_string(), b.blocks.to_string(), size(b.bytes)])
+        .collect();
+    println!("blocks by the number of layers sharing them:");
+    table(&["LAYERS", "BLOCKS", "BYTES"], &rows);
+    for (title, files, whole) in [
+        ("top files by shared bytes:", &r.top_shared_files, false),
+        (
+            "top files by copied-up bytes:",
+            &r.top_copied_up_files,
+            true,
+        ),
+    ] {
+        if files.is_empty() {
+            continue;
+        }
+        println!();
+        println!("{title}");
+        let rows: Vec<Vec<String>> = files
+            .iter()
+            .map(|f| {
+                let mut row = vec![f.owner.clone(), f.path.clone(), size(f.size), size(f.bytes)];
+                if whole {
+                    row.push(size(f.whole_file_bytes));
+                }
+                row
+            })
+            .collect();
+        let mut header = vec!["IN", "PATH", "SIZE", "BYTES"];
+        if whole {
+            header.push("WHOLE-FILE");
+        }
+        table(&header, &rows);
+    }
+}
