@@ -107,7 +107,10 @@ impl Mount {
     /// files then fail with ENOTCONN) and detaches the mount. For daemon shutdown.
     pub fn force_unmount(mut self) -> std::io::Result<()> {
         if let Err(e) = self.unmount_inner() {
-            tracing::warn!("{} is busy ({e}): aborting its connection", self.mountpoint.display());
+            tracing::warn!(
+                "{} is busy ({e}): aborting its connection",
+                self.mountpoint.display()
+            );
             let flushed = self.volume.sync();
             mounts::abort_connection(&self.mountpoint);
             let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);

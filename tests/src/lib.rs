@@ -114,3 +114,9 @@ pub fn small_tree(root: &Path) {
     std::fs::write(root.join("usr/lib/big.bin"), bytes(1, 300_000)).unwrap();
     std::os::unix::fs::symlink("/etc/hostname", root.join("hostname-link")).unwrap();
 }
+
+/// Building layer tars in memory (ordinary and raw entries).
+pub mod tars;
+
+/// Trees of entries from a directory walk or a tar, to compare imports with exports.
+pub mod trees;

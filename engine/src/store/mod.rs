@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 pub use block_cache::BlockCache;
 pub use memory_store::MemoryStore;
-pub use pack_store::PackStore;
+pub use pack_store::{BlockRead, PackStore};
 pub use staging::Staging;
 
 use crate::error::Result;

@@ -58,6 +58,37 @@ pub(super) fn read_block(
     })
 }
 
+/// Reads `len` bytes of `pack` at `offset` (both multiples of 4 KiB) with one direct read and
+/// hands them to `each` (a run of adjacent blocks).
+pub(super) fn read_run(
+    file: &dyn IoFile,
+    pack: PackId,
+    offset: u64,
+    len: usize,
+    each: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    READ_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        buf.set_len(len);
+        file.read_direct(&mut buf, offset).map_err(|e| {
+            tracing::error!(pack = pack.0, offset, "block read failed: {e}");
+            Error::io(format!("reading pack {pack} at offset {offset}"), e)
+        })?;
+        each(&buf[..len])
+    })
+}
+
+/// Checks that `data` is the block `id`; a mismatch names the pack and offset.
+pub(super) fn verify(id: &BlockId, data: &[u8], pack: PackId, offset: u64) -> Result<()> {
+    if BlockId(*blake3::hash(data).as_bytes()) == *id {
+        return Ok(());
+    }
+    tracing::error!(pack = pack.0, offset, block = %id, "block does not match its id");
+    Err(Error::Corrupt(format!(
+        "block {id} in pack {pack} at offset {offset} does not match its hash"
+    )))
+}
+
 /// Checks a pack's header page.
 pub(super) fn read_header(file: &dyn IoFile, pack: PackId) -> Result<PackHeader> {
     let mut page = vec![0u8; pack::HEADER_LEN as usize];

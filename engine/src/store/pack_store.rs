@@ -22,6 +22,22 @@ use crate::ids::{BlockId, PackId};
 use crate::io::{Io, IoFile, Mapped, OpenMode};
 use crate::layout::{PackFile, StoreLayout};
 
+/// One block of a [`PackStore::read_blocks`] call and where its bytes go.
+pub struct BlockRead<'a> {
+    pub id: BlockId,
+    pub dst: &'a mut [u8],
+    /// Bytes of the block to skip before `dst` starts.
+    pub skip: usize,
+}
+
+impl BlockRead<'_> {
+    fn fill(&mut self, block: &[u8]) {
+        let available = block.len().saturating_sub(self.skip).min(self.dst.len());
+        self.dst[..available].copy_from_slice(&block[self.skip..self.skip + available]);
+        self.dst[available..].fill(0);
+    }
+}
+
 /// How a pack store is set up.
 #[derive(Debug, Clone)]
 pub struct PackStoreConfig {
@@ -345,6 +361,64 @@ impl PackStore {
             cache.insert(*id, Arc::from(&out[..len]));
         }
         Ok(len)
+    }
+
+    /// Reads many blocks: runs of blocks stored next to each other in one pack are read with
+    /// one direct read (up to 1 MiB), then each is verified. Each request copies bytes
+    /// `[skip, skip + dst.len())` of its block into `dst` (zero past the block's end).
+    pub fn read_blocks(&self, reads: &mut [BlockRead<'_>], use_cache: bool) -> Result<()> {
+        const MAX_RUN: u64 = 1 << 20;
+        if use_cache && self.cache.is_some() {
+            let mut scratch = vec![0u8; self.config.block_size as usize];
+            for read in reads.iter_mut() {
+                let n = self.read_block(&read.id, &mut scratch, true)?;
+                read.fill(&scratch[..n]);
+            }
+            return Ok(());
+        }
+        let mut located = Vec::with_capacity(reads.len());
+        for (i, read) in reads.iter().enumerate() {
+            let (pack, entry, file) = self.locate(&read.id).ok_or_else(|| {
+                Error::Corrupt(format!("block {} is referenced but not stored", read.id))
+            })?;
+            located.push((pack, entry, file, i));
+        }
+        located.sort_by_key(|(pack, entry, _, _)| (*pack, entry.offset));
+        let mut start = 0;
+        while start < located.len() {
+            let (pack, first, file, _) = &located[start];
+            let mut end = start + 1;
+            let mut run_end = first.offset + crate::format::pack::aligned(first.len as u64);
+            while end < located.len() {
+                let (next_pack, next, _, _) = &located[end];
+                let next_end = next.offset + crate::format::pack::aligned(next.len as u64);
+                if next_pack != pack || next.offset != run_end || next_end - first.offset > MAX_RUN
+                {
+                    break;
+                }
+                run_end = next_end;
+                end += 1;
+            }
+            let run = &located[start..end];
+            pack_reader::read_run(
+                &**file,
+                *pack,
+                first.offset,
+                (run_end - first.offset) as usize,
+                &mut |bytes| {
+                    for (_, entry, _, i) in run {
+                        let at = (entry.offset - first.offset) as usize;
+                        let data = &bytes[at..at + entry.len as usize];
+                        let read = &mut reads[*i];
+                        pack_reader::verify(&read.id, data, *pack, entry.offset)?;
+                        read.fill(data);
+                    }
+                    Ok(())
+                },
+            )?;
+            start = end;
+        }
+        Ok(())
     }
 
     pub(super) fn holds(&self, id: &BlockId) -> bool {

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BlockId, MapRoot, NodeId};
 use crate::layer::{Stack, lookup};
 use crate::meta::records::Records;
-use crate::store::BlockStore;
+use crate::store::{BlockRead, BlockStore};
 use crate::tree::block_map::{self, block_count};
 use crate::tree::node::{Content, FileKind, NodeRecord, TimeNs};
 use crate::tree::pages::MetaPages;
@@ -158,7 +158,6 @@ impl Volume {
     pub fn read(&self, node: NodeId, offset: u64, len: usize) -> Result<Vec<u8>> {
         let _blocks_stay = self.shared.store.block_read_guard();
         let stack = self.stack();
-        let bs = self.block_bytes();
         let (mut out, fetch) = match self.existing_state(node) {
             Some(state) if state.is_file => {
                 let fd = state.data.lock().unwrap();
@@ -185,41 +184,35 @@ impl Volume {
             }
         };
         drop(stack);
-        let end = offset + out.len() as u64;
-        let mut scratch = Vec::new();
-        for Fetch { index, id } in fetch {
-            if id.is_zero() {
-                continue;
-            }
-            let block_start = index * bs;
-            let (s, e) = (offset.max(block_start), end.min(block_start + bs));
-            let dst = &mut out[(s - offset) as usize..(e - offset) as usize];
-            self.get_block(&id, dst, &mut scratch, (s - block_start) as usize)?;
-        }
+        self.fetch(offset, &mut out, fetch)?;
         Ok(out)
     }
 
-    /// Copies bytes `[skip, skip + dst.len())` of block `id` into `dst` (straight into `dst`
-    /// when it takes a whole block).
-    fn get_block(
-        &self,
-        id: &BlockId,
-        dst: &mut [u8],
-        scratch: &mut Vec<u8>,
-        skip: usize,
-    ) -> Result<()> {
-        let blocks = self.shared.store.blocks();
-        let cached = self.shared.cache_reads.load(Ordering::Relaxed);
-        if skip == 0 && dst.len() >= blocks.block_size() {
-            blocks.read_block(id, dst, cached)?;
-            return Ok(());
+    /// Reads the planned blocks into their places in `out` (which starts at file `offset`),
+    /// adjacent blocks of one pack in one read.
+    fn fetch(&self, offset: u64, out: &mut [u8], mut fetch: Vec<Fetch>) -> Result<()> {
+        let bs = self.block_bytes();
+        fetch.retain(|f| !f.id.is_zero());
+        fetch.sort_by_key(|f| f.index);
+        let end = offset + out.len() as u64;
+        let mut reads = Vec::with_capacity(fetch.len());
+        let mut rest: &mut [u8] = out;
+        let mut rest_at = offset;
+        for Fetch { index, id } in fetch {
+            let block_start = index * bs;
+            let (s, e) = (offset.max(block_start), end.min(block_start + bs));
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut((s - rest_at) as usize);
+            let (dst, tail) = tail.split_at_mut((e - s) as usize);
+            rest = tail;
+            rest_at = e;
+            reads.push(BlockRead {
+                id,
+                dst,
+                skip: (s - block_start) as usize,
+            });
         }
-        scratch.resize(blocks.block_size(), 0);
-        let n = blocks.read_block(id, scratch, cached)?;
-        let available = n.saturating_sub(skip).min(dst.len());
-        dst[..available].copy_from_slice(&scratch[skip..skip + available]);
-        dst[available..].fill(0);
-        Ok(())
+        let cached = self.shared.cache_reads.load(Ordering::Relaxed);
+        self.shared.store.blocks().read_blocks(&mut reads, cached)
     }
 
     /// Copies dirty bytes of the range into a new buffer and lists the blocks still to read.
