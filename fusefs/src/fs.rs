@@ -46,6 +46,9 @@ fn ns(t: TimeOrNow) -> i64 {
 
 const GENERATION: Generation = Generation(0);
 
+/// One directory entry as replied: (offset of the next entry, node, kind, name).
+type Listed = (u64, NodeId, tessera::FileKind, Vec<u8>);
+
 impl TesseraFs {
     pub fn new(volume: Volume, config: MountConfig) -> TesseraFs {
         TesseraFs { volume, config }
@@ -71,7 +74,7 @@ impl TesseraFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-    ) -> tessera::Result<Vec<(u64, NodeId, tessera::FileKind, Vec<u8>)>> {
+    ) -> tessera::Result<Vec<Listed>> {
         // Offsets 1 and 2 are "." and ".."; the volume's own offsets follow.
         let mut out = Vec::new();
         if offset < 1 {

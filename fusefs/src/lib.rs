@@ -128,11 +128,11 @@ impl Mount {
         };
         if let Err(e) =
             rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::empty())
+            && e != rustix::io::Errno::INVAL
         {
-            if e != rustix::io::Errno::INVAL {
-                self.session = Some(session);
-                return Err(e.into());
-            }
+            // Busy (or not ours to unmount): keep serving it.
+            self.session = Some(session);
+            return Err(e.into());
         }
         session.join()?;
         self.volume

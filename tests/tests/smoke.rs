@@ -38,3 +38,25 @@ fn import_write_commit_reopen() {
     let data = read_file(&snap, "usr2/lib/big.bin");
     assert_eq!(&data[150_000..150_003], b"XYZ");
 }
+
+#[test]
+fn st_blocks_is_exact_before_and_after_a_flush() {
+    let t = TempStore::new(4096);
+    t.create_empty_image("empty").unwrap();
+    t.create_container("c", "empty").unwrap();
+    let v = t.open_container("c").unwrap();
+    let node = v.create(v.root(), b"f", 0o644, Caller::ROOT).unwrap().node;
+    v.write(node, 0, &bytes(3, 300_000)).unwrap();
+    v.fsync(node).unwrap();
+    let sectors = |v: &tessera::Volume| v.getattr(node).unwrap().blocks;
+    let full = sectors(&v);
+    assert_eq!(full, 74 * 8, "300 000 bytes are 74 blocks of 4 KiB");
+    v.write(node, 0, &bytes(4, 100_000)).unwrap();
+    assert_eq!(sectors(&v), full, "overwriting replaces blocks, adds none");
+    v.setattr(node, &tessera::SetAttr { size: Some(8192), ..Default::default() }).unwrap();
+    assert_eq!(sectors(&v), 2 * 8);
+    v.fallocate(node, tessera::Fallocate::PunchHole, 0, 4096).unwrap();
+    assert_eq!(sectors(&v), 8);
+    v.fsync(node).unwrap();
+    assert_eq!(sectors(&v), 8);
+}

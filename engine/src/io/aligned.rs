@@ -66,7 +66,7 @@ mod tests {
         for len in [1, 4096, 5000, 65536] {
             let buf = AlignedBuf::new(len);
             assert_eq!(buf.as_ptr() as usize % AlignedBuf::ALIGN, 0);
-            assert!(buf.len() >= len && buf.len() % AlignedBuf::ALIGN == 0);
+            assert!(buf.len() >= len && buf.len().is_multiple_of(AlignedBuf::ALIGN));
         }
     }
 }

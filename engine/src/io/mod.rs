@@ -55,6 +55,7 @@ pub trait StorageIo: Send + Sync + Debug {
 }
 
 /// One open file.
+#[allow(clippy::len_without_is_empty)] // a file's length, not a collection's
 pub trait IoFile: Send + Sync + Debug {
     fn len(&self) -> io::Result<u64>;
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;

@@ -64,10 +64,10 @@ impl Checker<'_> {
         let layers: HashMap<LayerId, _> = self.r.layers()?.into_iter().collect();
         self.report.layers = layers.len() as u64;
         for (id, record) in &layers {
-            if let Some(parent) = record.parent {
-                if !layers.contains_key(&parent) {
-                    self.problem(format!("layer {id}: parent layer {parent} is missing"));
-                }
+            if let Some(parent) = record.parent
+                && !layers.contains_key(&parent)
+            {
+                self.problem(format!("layer {id}: parent layer {parent} is missing"));
             }
         }
         for (name, image) in self.r.images()? {

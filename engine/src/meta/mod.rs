@@ -431,7 +431,13 @@ mod tests {
         let meta = Meta::new(db)
             .unwrap()
             .with_reopen(Box::new(move || open(OpenMode::ReadWrite)));
-        let put = |key: &[u8]| meta.write(|w| Ok(w.put(Table::Nodes, key, b"v"))).unwrap();
+        let put = |key: &[u8]| {
+            meta.write(|w| {
+                w.put(Table::Nodes, key, b"v");
+                Ok(())
+            })
+            .unwrap()
+        };
         put(b"a");
         meta.commit(&BTreeMap::new()).unwrap();
         put(b"b");

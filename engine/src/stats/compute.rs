@@ -22,6 +22,16 @@ pub struct StatsOptions {
     pub top: usize,
 }
 
+/// Copy-up of one layer: files replacing a lower version, bytes of their changed blocks, what
+/// whole-file copy-up would write, and per file (node, size, changed bytes).
+#[derive(Default)]
+struct CopyUp {
+    files: u64,
+    copied: u64,
+    whole_file: u64,
+    per_file: Vec<(NodeId, u64, u64)>,
+}
+
 /// A file record's blocks: (index, id, length); zero blocks left out.
 type Blocks = Vec<(u64, BlockId, u32)>;
 
@@ -80,13 +90,12 @@ impl Scan<'_> {
         Ok(())
     }
 
-    /// Copy-up figures of one layer against the layers below it: (files, copied, whole-file,
-    /// per-file list).
-    fn copy_up(&self, stack: &[LayerId]) -> Result<(u64, u64, u64, Vec<(NodeId, u64, u64, u64)>)> {
+    /// Copy-up figures of one layer against the layers below it.
+    fn copy_up(&self, stack: &[LayerId]) -> Result<CopyUp> {
         let Some((&layer, lower)) = stack.split_first() else {
-            return Ok((0, 0, 0, Vec::new()));
+            return Ok(CopyUp::default());
         };
-        let mut totals = (0, 0, 0, Vec::new());
+        let mut totals = CopyUp::default();
         for (node, size, blocks) in self.records.get(&layer).into_iter().flatten() {
             let Some((_, below)) = lookup::node(&self.r, lower, *node)? else {
                 continue;
@@ -109,10 +118,10 @@ impl Scan<'_> {
                 .filter(|(i, id, _)| old.get(i) != Some(id))
                 .map(|(_, _, len)| *len as u64)
                 .sum();
-            totals.0 += 1;
-            totals.1 += copied;
-            totals.2 += size;
-            totals.3.push((*node, *size, copied, *size));
+            totals.files += 1;
+            totals.copied += copied;
+            totals.whole_file += size;
+            totals.per_file.push((*node, *size, copied));
         }
         Ok(totals)
     }
@@ -193,10 +202,10 @@ pub fn stats(store: &Store, options: &StatsOptions) -> Result<StatsReport> {
         figures.shared_bytes = figures.referenced_bytes - figures.exclusive_bytes;
         // Copy-up: every layer of the view but the bottom one, each against those below it.
         for i in 0..stack.len().saturating_sub(1) {
-            let (files, copied, whole, _) = scan.copy_up(&stack[i..])?;
-            figures.copied_up_files += files;
-            figures.copied_up_bytes += copied;
-            figures.whole_file_copy_up_bytes += whole;
+            let copy_up = scan.copy_up(&stack[i..])?;
+            figures.copied_up_files += copy_up.files;
+            figures.copied_up_bytes += copy_up.copied;
+            figures.whole_file_copy_up_bytes += copy_up.whole_file;
         }
         if options.names.is_empty() || options.names.contains(name) {
             report.owners.push(figures.clone());
@@ -233,15 +242,15 @@ pub fn stats(store: &Store, options: &StatsOptions) -> Result<StatsReport> {
                     .flat_map(|s| s.keys().copied())
             })
             .collect();
-        let (files, copied, whole, per_file) = scan.copy_up(&stack)?;
-        for (node, size, bytes, whole_file) in per_file {
+        let copy_up = scan.copy_up(&stack)?;
+        for (node, size, bytes) in copy_up.per_file {
             if let Some((owner, path)) = paths.get(&(*layer, node)) {
                 copied_files.push(FileFigure {
                     owner: owner.clone(),
                     path: path.clone(),
                     size,
                     bytes,
-                    whole_file_bytes: whole_file,
+                    whole_file_bytes: size,
                 });
             }
         }
@@ -255,9 +264,9 @@ pub fn stats(store: &Store, options: &StatsOptions) -> Result<StatsReport> {
                 .filter(|(id, _)| !below.contains(id))
                 .map(|(_, l)| *l as u64)
                 .sum(),
-            copied_up_files: files,
-            copied_up_bytes: copied,
-            whole_file_copy_up_bytes: whole,
+            copied_up_files: copy_up.files,
+            copied_up_bytes: copy_up.copied,
+            whole_file_copy_up_bytes: copy_up.whole_file,
         });
     }
 

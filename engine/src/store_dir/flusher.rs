@@ -38,11 +38,9 @@ pub(super) fn start(store: &Store, interval: Duration) {
                 let Some(inner) = weak.upgrade() else { return };
                 let store = Store { inner };
                 let busy = store.inner.dirty.held() > 0 || store.inner.meta.pending_bytes() > 0;
-                if busy {
-                    if let Err(e) = store.sync() {
-                        tracing::error!("background flush failed: {e}");
-                        *store.inner.background_error.lock().unwrap() = Some(e.to_string());
-                    }
+                if busy && let Err(e) = store.sync() {
+                    tracing::error!("background flush failed: {e}");
+                    *store.inner.background_error.lock().unwrap() = Some(e.to_string());
                 }
             }
         });

@@ -55,7 +55,7 @@ impl Volume {
         }
         let bs = self.block_size() as u64;
         let mut done = 0;
-        if src_offset % bs == 0 && dst_offset % bs == 0 && len >= bs {
+        if src_offset.is_multiple_of(bs) && dst_offset.is_multiple_of(bs) && len >= bs {
             done = self.share_blocks(src, src_offset, dst, dst_offset, len / bs)?;
         }
         while done < len {

@@ -89,9 +89,9 @@ impl NodeState {
     }
 
     /// Applies unflushed size and times to attributes read from the record.
-    pub fn apply_to(&self, attr: &mut Attr, block_size: u32) {
+    pub fn apply_times(&self, attr: &mut Attr) -> Option<std::sync::MutexGuard<'_, FileData>> {
         if !self.is_file {
-            return;
+            return None;
         }
         let fd = self.data.lock().unwrap();
         attr.size = fd.size;
@@ -99,12 +99,7 @@ impl NodeState {
             attr.mtime = t;
             attr.ctime = t;
         }
-        let new_blocks = fd
-            .dirty
-            .values()
-            .filter(|b| matches!(b, DirtyBlock::Data(_)))
-            .count() as u64;
-        attr.blocks += new_blocks * (block_size as u64 / 512);
+        Some(fd)
     }
 }
 
@@ -135,6 +130,46 @@ impl Volume {
                 return Ok(nodes.entry(node).or_insert(state).clone());
             }
         }
+    }
+
+    /// Non-zero blocks a file with unflushed changes references: the base's, less those the
+    /// dirty blocks replace or a truncation dropped, plus the dirty ones (new bytes count as
+    /// non-zero until a flush hashes them).
+    pub(crate) fn referenced_blocks(&self, fd: &FileData, base_stored: u64) -> Result<u64> {
+        let bs = self.block_bytes();
+        let base_n = block_count(fd.base_size, bs);
+        let kept = block_count(fd.base_size.min(fd.min_size), bs).min(block_count(fd.size, bs));
+        let store = &self.shared.store;
+        let r = store.meta().read();
+        let pages = MetaPages {
+            meta: &r,
+            cache: store.pages(),
+        };
+        let dropped = if kept < base_n {
+            block_map::count_nonzero(&pages, fd.base_root, base_n, kept, base_n)?
+        } else {
+            0
+        };
+        let mut count = base_stored.saturating_sub(dropped);
+        let shadowed: Vec<u64> = fd.dirty.range(..kept).map(|(i, _)| *i).collect();
+        if let (Some(&lo), Some(&hi)) = (shadowed.first(), shadowed.last()) {
+            let ids = block_map::block_ids(&pages, fd.base_root, base_n, lo, hi - lo + 1)?;
+            let replaced = shadowed
+                .iter()
+                .filter(|i| !ids[(**i - lo) as usize].is_zero())
+                .count() as u64;
+            count = count.saturating_sub(replaced);
+        }
+        let n = block_count(fd.size, bs);
+        count += fd
+            .dirty
+            .range(..n)
+            .filter(|(_, b)| match b {
+                DirtyBlock::Data(_) => true,
+                DirtyBlock::Id(id) => !id.is_zero(),
+            })
+            .count() as u64;
+        Ok(count)
     }
 
     /// A regular file's state, locked.
@@ -369,7 +404,7 @@ impl Volume {
     pub(super) fn resize(&self, fd: &mut FileData, new_size: u64) -> Result<()> {
         let bs = self.block_bytes();
         if new_size > fd.size {
-            if fd.size % bs != 0 {
+            if !fd.size.is_multiple_of(bs) {
                 self.block_for_write(fd, fd.size / bs, false)?;
             }
         } else if new_size < fd.size {
@@ -378,7 +413,7 @@ impl Volume {
             for index in dropped {
                 self.forget_block(fd, index);
             }
-            if new_size % bs != 0 {
+            if !new_size.is_multiple_of(bs) {
                 let cut = (new_size % bs) as usize;
                 self.block_for_write(fd, new_size / bs, false)?[cut..].fill(0);
             }

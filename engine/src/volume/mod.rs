@@ -195,8 +195,21 @@ impl Volume {
     /// The node's attributes, with unflushed writes (size, times) applied.
     fn attr_of(&self, node: NodeId, record: &NodeRecord) -> Attr {
         let mut attr = Attr::from_record(node, record, self.block_size());
-        if let Some(state) = self.existing_state(node) {
-            state.apply_to(&mut attr, self.block_size());
+        let Some(state) = self.existing_state(node) else {
+            return attr;
+        };
+        let Some(fd) = state.apply_times(&mut attr) else {
+            return attr;
+        };
+        if !fd.is_clean() {
+            let stored = match record.content {
+                crate::tree::node::Content::File { stored_blocks, .. } => stored_blocks,
+                _ => 0,
+            };
+            match self.referenced_blocks(&fd, stored) {
+                Ok(blocks) => attr.blocks = blocks * (self.block_size() as u64 / 512),
+                Err(e) => tracing::warn!("counting blocks of node {node}: {e}"),
+            }
         }
         attr
     }
