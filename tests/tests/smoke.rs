@@ -60,3 +60,32 @@ fn st_blocks_is_exact_before_and_after_a_flush() {
     v.fsync(node).unwrap();
     assert_eq!(sectors(&v), 8);
 }
+
+#[test]
+fn a_full_disk_fails_the_write_not_a_later_flush() {
+    use tessera::io::{Io, SimIo, SimOptions};
+    let sim = SimIo::new(SimOptions {
+        capacity: Some(64 << 20),
+        ..Default::default()
+    });
+    let options = TempStore::options(4096).io(sim.clone() as Io);
+    let store = tessera::Store::init("/store", options).unwrap();
+    store.create_empty_image("empty").unwrap();
+    store.create_container("c", "empty").unwrap();
+    let v = store.open_container("c").unwrap();
+    let node = v.create(v.root(), b"f", 0o644, Caller::ROOT).unwrap().node;
+    let mut written = 0u64;
+    let err = loop {
+        // Distinct data: repeated chunks would dedup and never fill the disk.
+        let chunk = bytes(written + 1, 1 << 20);
+        match v.write(node, written, &chunk) {
+            Ok(n) => written += n as u64,
+            Err(e) => break e,
+        }
+        assert!(written < 128 << 20, "a 64 MiB disk took {written} bytes");
+    };
+    assert_eq!(err.kind(), tessera::ErrorKind::NoSpace, "{err}");
+    // What write(2) accepted is durable at the next fsync.
+    v.fsync(node).unwrap();
+    assert_eq!(v.getattr(node).unwrap().size, written);
+}

@@ -62,7 +62,12 @@ pub(crate) struct StoreInner {
 pub(crate) struct DirtyBudget {
     bytes: AtomicU64,
     pub limit: u64,
+    /// Free bytes of the store's file system at the last check, the dirty bytes then, and when.
+    free: Mutex<(u64, u64, std::time::Instant)>,
 }
+
+/// Space kept free beyond dirty data for metadata and pack headers.
+const SPACE_MARGIN: u64 = 16 << 20;
 
 impl DirtyBudget {
     pub fn add(&self, n: u64) {
@@ -175,6 +180,7 @@ impl Store {
             dirty: DirtyBudget {
                 bytes: AtomicU64::new(0),
                 limit: options.dirty_limit,
+                free: Mutex::new((u64::MAX, 0, std::time::Instant::now())),
             },
             flush_lock: Mutex::new(()),
             gc_lock: RwLock::new(()),
@@ -269,12 +275,51 @@ impl Store {
     pub(crate) fn make_room(&self, incoming: u64) -> Result<()> {
         let dirty = &self.inner.dirty;
         if dirty.held() + incoming > dirty.limit {
-            for volume in self.live_volumes() {
-                crate::volume::Volume::from_shared(volume).flush_data(None)?;
+            self.flush_all()?;
+        }
+        if !self.has_space_for(incoming)? {
+            // Flushing turns dirty blocks into (deduplicated) pack bytes: look again after it.
+            self.flush_all()?;
+            if !self.has_space_for(incoming)? {
+                return Err(Error::NoSpace(format!(
+                    "the file system of store {} is full",
+                    self.path().display()
+                )));
             }
-            self.commit_metadata()?;
         }
         Ok(())
+    }
+
+    fn flush_all(&self) -> Result<()> {
+        for volume in self.live_volumes() {
+            crate::volume::Volume::from_shared(volume).flush_data(None)?;
+        }
+        self.commit_metadata()?;
+        // The packs grew: the free space known before the flush is stale.
+        *self.inner.dirty.free.lock().unwrap() = (0, 0, std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Whether the disk can take `incoming` more bytes on top of the dirty data held, so a
+    /// write that cannot be stored fails at write(2) with ENOSPC rather than at a later flush.
+    /// The file system is asked again when a second passed or 32 MiB more became dirty.
+    fn has_space_for(&self, incoming: u64) -> Result<bool> {
+        let dirty = &self.inner.dirty;
+        let held = dirty.held();
+        let mut free = dirty.free.lock().unwrap();
+        let (known, held_then, when) = *free;
+        let stale = when.elapsed() > std::time::Duration::from_secs(1)
+            || held > held_then + (32 << 20)
+            || known < held + incoming + SPACE_MARGIN;
+        if stale {
+            let available = self
+                .inner
+                .io
+                .available_space(self.path())
+                .ctx(|| format!("checking free space of {}", self.path().display()))?;
+            *free = (available, held, std::time::Instant::now());
+        }
+        Ok(free.0 >= held + incoming + SPACE_MARGIN)
     }
 
     /// Takes the error a background flush hit, if any (reported once).
