@@ -34,6 +34,7 @@ pub struct Cli {
 enum Command {
     Init(cmd::init::Args),
     Import(cmd::import::Args),
+    Analyze(cmd::analyze::Args),
     Images(cmd::images::Args),
     #[command(visible_alias = "ps")]
     Containers(cmd::containers::Args),
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(&store, args),
         Command::Import(args) => cmd::import::run(&store, args),
+        Command::Analyze(args) => cmd::analyze::run(args),
         Command::Images(args) => cmd::images::run(&store, args),
         Command::Containers(args) => cmd::containers::run(&store, args),
         Command::Create(args) => cmd::create::run(&store, args),

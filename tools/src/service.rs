@@ -16,8 +16,11 @@ use tessera::{Store, StoreOptions};
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     Import {
+        /// A path, or `PATH:REF` for an image of an OCI layout or docker archive.
         source: PathBuf,
-        name: String,
+        /// `None`: the tag the source carries.
+        #[serde(default)]
+        name: Option<String>,
     },
     Images,
     Containers,
@@ -38,6 +41,12 @@ pub enum Request {
     Export {
         target: String,
         output: PathBuf,
+        /// Write an OCI image layout directory.
+        #[serde(default)]
+        oci: bool,
+        /// Write the top layer's diff as an OCI layer tar.
+        #[serde(default)]
+        layer: bool,
     },
     Diff {
         container: String,
@@ -73,7 +82,7 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
     Ok(match request {
         Request::Import { source, name } => {
             let report = store
-                .import_path(&source, &name)
+                .import_source(&source, name.as_deref())
                 .with_context(|| format!("importing {}", source.display()))?;
             serde_json::to_value(report)?
         }
@@ -103,7 +112,21 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
                 .with_context(|| format!("removing image {name}"))?;
             json!({ "removed": name })
         }
-        Request::Export { target, output } => export(store, &target, &output)?,
+        Request::Export {
+            target,
+            output,
+            oci,
+            layer,
+        } => match (oci, layer) {
+            (true, true) => anyhow::bail!("--oci and --layer exclude each other"),
+            (true, false) => serde_json::to_value(
+                store
+                    .export_oci(&target, &output, None)
+                    .with_context(|| format!("exporting {target} to {}", output.display()))?,
+            )?,
+            (false, true) => export_layer(store, &target, &output)?,
+            (false, false) => export(store, &target, &output)?,
+        },
         Request::Diff { container } => serde_json::to_value(
             store
                 .diff_container(&container)
@@ -139,6 +162,20 @@ fn export(store: &Store, target: &str, output: &Path) -> Result<Value> {
     let report = volume
         .export_tar(writer)
         .with_context(|| format!("exporting {target} to {}", output.display()))?;
+    Ok(serde_json::to_value(report)?)
+}
+
+fn export_layer(store: &Store, target: &str, output: &Path) -> Result<Value> {
+    let file =
+        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    let report = store.export_layer(target, &mut writer).with_context(|| {
+        format!(
+            "exporting the top layer of {target} to {}",
+            output.display()
+        )
+    })?;
+    std::io::Write::flush(&mut writer).with_context(|| format!("writing {}", output.display()))?;
     Ok(serde_json::to_value(report)?)
 }
 

@@ -134,13 +134,13 @@ fn file(feed: &mut LayerFeed, path: &Path, rel: &[u8], attrs: EntryMeta, size: u
         let len = (size - start).min(bs);
         let has_data = extents.iter().any(|(s, e)| *s < start + len && *e > start);
         if !has_data {
-            feed.pipeline.hole(len);
+            feed.hole(len);
             continue;
         }
         let mut buf = vec![0u8; len as usize];
         file.read_exact_at(&mut buf, start)
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        feed.pipeline.block(content, index, buf)?;
+        feed.block(content, index, buf)?;
     }
     feed.entry(rel, EntryKind::File { content, size }, attrs)
 }

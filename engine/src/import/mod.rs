@@ -1,13 +1,21 @@
-//! Import: directories and layer tars (plain, gzip, zstd) become image layers.
+//! Import: directories, layer tars (plain, gzip, zstd), OCI image layouts and `docker save`
+//! archives become image layers (`source` tells them apart; `oci`, `docker` and `blobs` read
+//! image archives and verify their digests). `analyze` reads the same sources into a block
+//! sink instead, to compare block sizes without a store.
 //!
 //! Data goes through the parallel block pipeline into staging packs; the tree is built in a
 //! staging layer; one final metadata transaction publishes the image (and adopts the packs).
 //! A failed import deletes its staging packs and layer, so the store is as it was; a crashed
 //! one leaves only unrecorded packs and a staging layer, which the next open sweeps.
 
+mod analyze;
+pub(crate) mod blobs;
 mod builder;
 mod dir;
+mod docker;
+mod oci;
 mod pipeline;
+mod source;
 mod sparse;
 mod tar;
 
@@ -17,8 +25,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub use analyze::{AnalyzeReport, BlockSizeFigures, analyze};
 pub use builder::{EntryKind, EntryMeta, components};
+pub(crate) use oci::host_platform;
 pub use pipeline::DataFigures;
+pub use source::{Source, SourceKind};
 
 use crate::error::{Error, Result};
 use crate::ids::LayerId;
@@ -40,25 +51,79 @@ pub struct ImportReport {
     /// Bytes of new blocks the store now holds (the rest was already there).
     pub added_bytes: u64,
     pub seconds: f64,
+    /// What the source was, when imported from a path.
+    #[serde(default)]
+    pub format: Option<SourceKind>,
 }
 
 /// Adds one layer's entries to a [`LayerFeed`] (see [`Store::import_layers`]).
 pub type LayerFeeder<'f> = Box<dyn FnOnce(&mut LayerFeed) -> Result<()> + 'f>;
 
-/// Hands one layer's entries to the builder and their data to the pipeline.
+/// Hands one layer's entries to the builder and their data to the pipeline (an import), or
+/// only the data to a [`BlockSink`] (`tessera analyze`).
 pub struct LayerFeed<'a, 'p, 'e> {
-    pipeline: &'a mut Pipeline<'p, 'e>,
-    builder: LayerBuilder<'a>,
+    sink: Sink<'a, 'p, 'e>,
     next_content: &'a mut ContentId,
     block_size: usize,
     entries: u64,
+    /// The layer's OCI diff id, when its source knows it (set by the feeder).
+    diff_id: Option<String>,
+}
+
+enum Sink<'a, 'p, 'e> {
+    Import {
+        pipeline: &'a mut Pipeline<'p, 'e>,
+        builder: LayerBuilder<'a>,
+    },
+    Blocks(&'a mut dyn BlockSink),
+}
+
+/// Where [`LayerFeed`] sends data when it builds no layer: blocks of `block_size` bytes (the
+/// last block of a file shorter), holes, and one call per regular file.
+pub(crate) trait BlockSink {
+    fn block(&mut self, data: Vec<u8>) -> Result<()>;
+    fn hole(&mut self, bytes: u64);
+    fn file(&mut self, size: u64);
 }
 
 impl LayerFeed<'_, '_, '_> {
     /// Adds a non-file entry (directory, symlink, hard link, device, fifo, socket).
     pub fn entry(&mut self, path: &[u8], kind: EntryKind, meta: EntryMeta) -> Result<()> {
         self.entries += 1;
-        self.builder.add(path, kind, meta)
+        match &mut self.sink {
+            Sink::Import { builder, .. } => builder.add(path, kind, meta),
+            Sink::Blocks(sink) => {
+                let name = path.rsplit(|b| *b == b'/').find(|n| !n.is_empty());
+                let whiteout = name.is_some_and(|n| n.starts_with(b".wh."));
+                if let EntryKind::File { size, .. } = kind
+                    && !whiteout
+                {
+                    sink.file(size);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Records the layer's OCI diff id (the sha256 of its uncompressed tar).
+    pub fn set_diff_id(&mut self, diff_id: String) {
+        self.diff_id = Some(diff_id);
+    }
+
+    /// Queues block `index` of `content`.
+    pub(super) fn block(&mut self, content: ContentId, index: u64, data: Vec<u8>) -> Result<()> {
+        match &mut self.sink {
+            Sink::Import { pipeline, .. } => pipeline.block(content, index, data),
+            Sink::Blocks(sink) => sink.block(data),
+        }
+    }
+
+    /// Counts a hole of `bytes` skipped without reading.
+    pub(super) fn hole(&mut self, bytes: u64) {
+        match &mut self.sink {
+            Sink::Import { pipeline, .. } => pipeline.hole(bytes),
+            Sink::Blocks(sink) => sink.hole(bytes),
+        }
     }
 
     /// Adds a regular file of `size` bytes read from `data`.
@@ -82,7 +147,7 @@ impl LayerFeed<'_, '_, '_> {
                     String::from_utf8_lossy(path)
                 ))
             })?;
-            self.pipeline.block(content, index, buf)?;
+            self.block(content, index, buf)?;
         }
         self.entry(path, EntryKind::File { content, size }, meta)
     }
@@ -94,25 +159,31 @@ impl LayerFeed<'_, '_, '_> {
 }
 
 impl Store {
-    /// Imports a directory or a tar archive (plain, .gz or .zst, detected from its bytes) as
-    /// the single-layer image `name`.
+    /// Imports a source as the image `name`: a directory or a layer tar (plain, .gz or .zst,
+    /// detected from its bytes) as one layer; an OCI image layout (`DIR`, `DIR:REF`) or a
+    /// `docker save` archive (`FILE`, `FILE:TAG`) with one layer per image layer, digests
+    /// verified and its config kept (see [`Source`]).
     /// `src` itself may be a symlink (it is resolved first); nothing inside it is followed.
     pub fn import_path(&self, src: &Path, name: &str) -> Result<ImportReport> {
-        let src = &std::fs::canonicalize(src)
-            .map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
-        let meta = std::fs::symlink_metadata(src)
-            .map_err(|e| Error::io(format!("reading {}", src.display()), e))?;
-        if meta.is_dir() {
-            self.import_layers(
-                name,
-                None,
-                vec![Box::new(|feed: &mut LayerFeed| dir::feed(feed, src))],
-            )
-        } else {
-            let file = std::fs::File::open(src)
-                .map_err(|e| Error::io(format!("opening {}", src.display()), e))?;
-            self.import_tar(file, name)
-        }
+        self.import_source(src, Some(name))
+    }
+
+    /// Like [`Store::import_path`]; without a name, the image takes the tag its archive
+    /// carries (an error when it carries none).
+    pub fn import_source(&self, src: &Path, name: Option<&str>) -> Result<ImportReport> {
+        let source = Source::open(src)?;
+        let name = match name {
+            Some(name) => name.to_string(),
+            None => source.tag().ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "{} carries no image tag: name the image (--name NAME:TAG)",
+                    source.describe()
+                ))
+            })?,
+        };
+        let mut report = self.import_layers(&name, source.config(), source.feeders())?;
+        report.format = Some(source.kind);
+        Ok(report)
     }
 
     /// Imports one layer tar (plain, gzip or zstd) as the image `name`.
@@ -189,6 +260,7 @@ impl Store {
             zero_bytes: figures.zero,
             added_bytes: figures.added,
             seconds: started.elapsed().as_secs_f64(),
+            format: None,
         })
     }
 
@@ -196,7 +268,7 @@ impl Store {
     fn feed_layers<'f>(
         &self,
         pipeline: &mut Pipeline<'_, '_>,
-        layers: Vec<Box<dyn FnOnce(&mut LayerFeed) -> Result<()> + 'f>>,
+        layers: Vec<LayerFeeder<'f>>,
         made: &mut Vec<LayerId>,
     ) -> Result<(u64, Vec<(crate::ids::NodeId, ContentId, u64)>)> {
         let mut next_content = 0;
@@ -212,17 +284,37 @@ impl Store {
             };
             made.push(layer);
             let mut feed = LayerFeed {
-                pipeline,
-                builder: LayerBuilder::new(self, lower, layer),
+                sink: Sink::Import {
+                    pipeline: &mut *pipeline,
+                    builder: LayerBuilder::new(self, lower, layer),
+                },
                 next_content: &mut next_content,
                 block_size: self.block_size() as usize,
                 entries: 0,
+                diff_id: None,
             };
             feeder(&mut feed)?;
             entries += feed.entries;
-            files.extend(feed.builder.finish_tree()?);
+            if let Some(diff_id) = feed.diff_id.take() {
+                self.set_layer_diff_id(layer, diff_id)?;
+            }
+            if let Sink::Import { builder, .. } = feed.sink {
+                files.extend(builder.finish_tree()?);
+            }
         }
         Ok((entries, files))
+    }
+
+    /// Records a staging layer's OCI diff id (kept when the layer is published).
+    fn set_layer_diff_id(&self, layer: LayerId, diff_id: String) -> Result<()> {
+        self.meta().write(|w| {
+            let mut record = w
+                .layer(layer)?
+                .ok_or_else(|| Error::Corrupt(format!("staging layer {layer} vanished")))?;
+            record.diff_id = Some(diff_id);
+            w.put_layer(layer, &record);
+            Ok(())
+        })
     }
 
     /// Removes staging layers of a failed import (best effort: the next open sweeps them too).

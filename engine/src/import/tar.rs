@@ -34,7 +34,13 @@ fn damaged(what: &str, e: std::io::Error) -> Error {
 }
 
 pub fn feed(feed: &mut LayerFeed, reader: impl Read) -> Result<()> {
-    let mut archive = tar::Archive::new(decompress(reader)?);
+    feed_entries(feed, decompress(reader)?, false)
+}
+
+/// Feeds the entries of an uncompressed layer tar. `allow_empty`: an archive of no entries is
+/// a layer that changes nothing (image layers may be empty), not an error.
+pub fn feed_entries(feed: &mut LayerFeed, reader: impl Read, allow_empty: bool) -> Result<()> {
+    let mut archive = tar::Archive::new(reader);
     let entries = archive
         .entries()
         .map_err(|e| damaged("reading entries", e))?;
@@ -111,7 +117,7 @@ pub fn feed(feed: &mut LayerFeed, reader: impl Read) -> Result<()> {
         }
         feed.entry(&path, what, meta)?;
     }
-    if previous.is_none() {
+    if previous.is_none() && !allow_empty {
         return Err(Error::InvalidInput("the archive holds no entries".into()));
     }
     Ok(())

@@ -1,23 +1,35 @@
-//! `tessera export`: a tar of an image's or a container's view.
+//! `tessera export`: a tar of an image's or a container's view, an OCI image layout of its
+//! layers (`--oci`), or its top layer's diff as an OCI layer tar (`--layer`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use tessera::export::ExportReport;
+use tessera::export::{ExportReport, ExportedLayer, OciExportReport};
 
 use crate::client;
 use crate::output;
 use crate::service::{self, Request};
 
-/// Export an image or a container as a tar of its merged view.
+/// Export an image or a container: a tar of its merged view, an OCI image layout, or the
+/// diff of its top layer.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  tessera export web1 -o web1.tar")]
+#[command(after_help = "Examples:\n  \
+    tessera export web1 -o web1.tar\n  \
+    tessera export app:1.0 -o ./oci --oci     # then: umoci unpack --image ./oci:app:1.0 bundle\n  \
+    tessera export web1 -o changes.tar --layer")]
 pub struct Args {
     /// An image or a container.
     target: String,
-    /// Where to write the tar.
+    /// Where to write: a tar file, or a directory for --oci (created, or an OCI layout to
+    /// add the image to).
     #[arg(short, long)]
     output: PathBuf,
+    /// Write an OCI image layout: one gzip layer per layer, ref name = the image's name.
+    #[arg(long, conflicts_with = "layer")]
+    oci: bool,
+    /// Write only the top layer's changes, as an OCI layer tar (with whiteouts).
+    #[arg(long)]
+    layer: bool,
     /// Print as JSON.
     #[arg(long)]
     json: bool,
@@ -25,23 +37,52 @@ pub struct Args {
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
     let path = service::absolute(&args.output)?;
+    let spinner = output::Spinner::start("exporting");
     let reply = client::call(
         store,
         Request::Export {
             target: args.target.clone(),
             output: path.clone(),
+            oci: args.oci,
+            layer: args.layer,
         },
-    )?;
+    );
+    spinner.finish();
+    let reply = reply?;
     if args.json {
         return output::json(&reply);
     }
-    let r: ExportReport = serde_json::from_value(reply)?;
-    println!(
-        "exported {} to {} ({} entries, {} of file data)",
-        args.target,
-        path.display(),
-        r.entries,
-        output::size(r.file_bytes)
-    );
+    if args.oci {
+        let r: OciExportReport = serde_json::from_value(reply)?;
+        let bytes: u64 = r.layers.iter().map(|l| l.size).sum();
+        println!(
+            "exported {} to OCI layout {} as {:?}: {} layer(s), {} compressed, manifest {}",
+            args.target,
+            path.display(),
+            r.reference,
+            r.layers.len(),
+            output::size(bytes),
+            r.manifest
+        );
+    } else if args.layer {
+        let r: ExportedLayer = serde_json::from_value(reply)?;
+        println!(
+            "exported the top layer of {} to {} ({} entries, {} of file data, diff id {})",
+            args.target,
+            path.display(),
+            r.entries,
+            output::size(r.file_bytes),
+            r.diff_id
+        );
+    } else {
+        let r: ExportReport = serde_json::from_value(reply)?;
+        println!(
+            "exported {} to {} ({} entries, {} of file data)",
+            args.target,
+            path.display(),
+            r.entries,
+            output::size(r.file_bytes)
+        );
+    }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `tessera import`: a directory or a tar (plain, .gz, .zst) becomes an image.
+//! `tessera import`: a directory, a layer tar (plain, .gz, .zst), an OCI image layout or a
+//! `docker save` archive becomes an image.
 
 use std::path::{Path, PathBuf};
 
@@ -9,37 +10,48 @@ use crate::client;
 use crate::output;
 use crate::service::{self, Request};
 
-/// Import a directory or a tar archive as an image.
+/// Import a directory, a tar, an OCI image layout or a docker save archive as an image.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  tessera import ./rootfs.tar.zst --name debian:12")]
+#[command(after_help = "Examples:\n  \
+    tessera import ./rootfs.tar.zst --name debian:12\n  \
+    tessera import ./oci-dir:latest --name alpine:3.20   # an OCI layout (umoci, skopeo)\n  \
+    tessera import ./busybox.tar                         # docker save; named by its tag")]
 pub struct Args {
-    /// A directory, or a tar archive (plain, gzip or zstd).
+    /// A directory, a layer tar (plain, gzip or zstd), an OCI image layout (DIR, or DIR:REF
+    /// to pick an image by its ref name) or a docker save archive (FILE, or FILE:TAG).
     source: PathBuf,
-    /// The image's name (NAME or NAME:TAG).
+    /// The image's name (NAME or NAME:TAG). Default: the tag the archive carries.
     #[arg(long)]
-    name: String,
+    name: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
+    // Lexical, so a `:REF` suffix survives (the engine splits it off).
     let source = service::absolute(&args.source)?;
+    let spinner = output::Spinner::start("importing");
     let reply = client::call(
         store,
         Request::Import {
             source,
             name: args.name,
         },
-    )?;
+    );
+    spinner.finish();
+    let reply = reply?;
     if args.json {
         return output::json(&reply);
     }
     let r: ImportReport = serde_json::from_value(reply)?;
     let rate = r.logical_bytes as f64 / r.seconds.max(1e-9) / (1 << 20) as f64;
+    let from = r.format.map(|f| format!(" ({f})")).unwrap_or_default();
     println!(
-        "imported {} ({} entries, {} of files, {} zero) in {:.2} s ({rate:.0} MiB/s)",
+        "imported {}{from}: {} layer(s), {} entries, {} of files, {} zero, in {:.2} s \
+         ({rate:.0} MiB/s)",
         r.image,
+        r.layers,
         r.entries,
         output::size(r.logical_bytes),
         output::size(r.zero_bytes),
