@@ -194,6 +194,7 @@ impl PackStore {
                 file,
                 len: record.len,
                 unsynced: false,
+                unkicked: 0,
             });
         } else {
             // An older unsealed pack (a crash between sealing and recording it): seal it now.
@@ -368,11 +369,17 @@ impl PackStore {
     /// `[skip, skip + dst.len())` of its block into `dst` (zero past the block's end).
     pub fn read_blocks(&self, reads: &mut [BlockRead<'_>], use_cache: bool) -> Result<()> {
         const MAX_RUN: u64 = 1 << 20;
-        if use_cache && self.cache.is_some() {
+        if let Some(cache) = self.cache.as_ref().filter(|_| use_cache) {
             let mut scratch = vec![0u8; self.config.block_size as usize];
             for read in reads.iter_mut() {
-                let n = self.read_block(&read.id, &mut scratch, true)?;
-                read.fill(&scratch[..n]);
+                match cache.get(&read.id) {
+                    // Straight from the cache: one copy.
+                    Some(block) => read.fill(&block),
+                    None => {
+                        let n = self.read_block(&read.id, &mut scratch, true)?;
+                        read.fill(&scratch[..n]);
+                    }
+                }
             }
             return Ok(());
         }

@@ -19,7 +19,13 @@ pub(super) struct PackWriter {
     pub len: u64,
     /// Whether bytes were written since the last `sync`.
     pub unsynced: bool,
+    /// Bytes appended since writeback was last started.
+    pub unkicked: u64,
 }
+
+/// Appending this much starts the kernel's writeback of the pack, so a large flush or import
+/// does not leave all of its bytes for the final fdatasync.
+const WRITEBACK_KICK: u64 = 32 << 20;
 
 impl PackWriter {
     /// Creates a new pack file with its header and makes its name durable.
@@ -44,6 +50,7 @@ impl PackWriter {
             file,
             len: pack::HEADER_LEN,
             unsynced: true,
+            unkicked: 0,
         })
     }
 
@@ -75,6 +82,12 @@ impl PackWriter {
                 .map_err(|e| Error::io(format!("appending to pack {}", self.id), e))?;
             self.len += segment.len() as u64;
             self.unsynced = true;
+            self.unkicked += segment.len() as u64;
+        }
+        if self.unkicked >= WRITEBACK_KICK {
+            // posix_fadvise(DONTNEED) starts writeback of the dirty pages without waiting.
+            self.file.drop_cache();
+            self.unkicked = 0;
         }
         Ok(placed)
     }
@@ -86,6 +99,7 @@ impl PackWriter {
                 .map_err(|e| Error::io(format!("syncing pack {}", self.id), e))?;
             self.file.drop_cache();
             self.unsynced = false;
+            self.unkicked = 0;
         }
         Ok(())
     }

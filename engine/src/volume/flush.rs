@@ -117,8 +117,11 @@ pub(crate) fn flush_states(
 /// Hashes blocks, in parallel when there are many.
 fn hash_all(blocks: &[&[u8]]) -> Vec<BlockId> {
     let total: usize = blocks.iter().map(|b| b.len()).sum();
+    if total < (1 << 20) {
+        return blocks.iter().map(|b| BlockId::of(b)).collect();
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if total < (1 << 20) || threads == 1 {
+    if threads == 1 {
         return blocks.iter().map(|b| BlockId::of(b)).collect();
     }
     let chunk = blocks.len().div_ceil(threads);
