@@ -59,7 +59,9 @@ impl Mount {
         mounts::clear_stale(mountpoint)?;
         let mut options = vec![
             MountOption::FSName(config.fsname.clone()),
-            MountOption::Subtype("tessera".into()),
+            // fuser's own mount(2) path drops `MountOption::Subtype` (it is a fusermount
+            // option there), so the kernel option is passed directly: type "fuse.tessera".
+            MountOption::CUSTOM("subtype=tessera".into()),
             MountOption::DefaultPermissions,
             MountOption::Suid,
             MountOption::Dev,
@@ -101,6 +103,16 @@ impl Mount {
     /// threads, and makes the view's changes durable.
     pub fn unmount(mut self) -> std::io::Result<()> {
         self.unmount_inner()
+    }
+
+    /// Like [`Mount::unmount`], but a busy mount (EBUSY: files are open on it) is handed back
+    /// with the error, still mounted and served; dropping it would detach it.
+    pub fn try_unmount(mut self) -> Result<(), (Option<Box<Mount>>, std::io::Error)> {
+        match self.unmount_inner() {
+            Ok(()) => Ok(()),
+            Err(e) if self.session.is_some() => Err((Some(Box::new(self)), e)),
+            Err(e) => Err((None, e)),
+        }
     }
 
     /// Unmounts even while files are open: flushes the view, aborts the FUSE connection (open

@@ -49,7 +49,11 @@ fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
         };
         let fields: Vec<&str> = left.split(' ').collect();
         let rest: Vec<&str> = right.split(' ').collect();
-        if fields.len() < 5 || rest.len() < 2 || rest[0] != "fuse.tessera" {
+        // Mounted through fusermount the type is "fuse.tessera"; mounted by root with mount(2)
+        // (fuser's own path) it is plain "fuse" and only the source (fsname) says tessera.
+        let ours = rest.len() >= 2
+            && (rest[0] == "fuse.tessera" || (rest[0] == "fuse" && rest[1].starts_with("tessera")));
+        if fields.len() < 5 || !ours {
             continue;
         }
         out.push(MountInfo {
@@ -61,10 +65,15 @@ fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
     out
 }
 
-/// Whether `path` is a tessera mount whose daemon is gone (ENOTCONN on stat).
+/// Whether `path` is a tessera mount whose daemon is gone: ENOTCONN, or ECONNABORTED while
+/// the kernel is still aborting the dead daemon's connection. Asked with statfs, which always
+/// goes to the daemon (stat is answered from the attribute cache for its TTL after a kill).
 pub fn is_stale(path: &Path) -> bool {
-    match std::fs::metadata(path) {
-        Err(e) => e.raw_os_error() == Some(libc::ENOTCONN),
+    match rustix::fs::statfs(path) {
+        Err(e) => matches!(
+            e,
+            rustix::io::Errno::NOTCONN | rustix::io::Errno::CONNABORTED
+        ),
         Ok(_) => false,
     }
 }
@@ -87,14 +96,23 @@ pub fn clear_stale(path: &Path) -> io::Result<()> {
 }
 
 /// Aborts the FUSE connection behind a mount point: every pending and future request of it
-/// fails, and the serving threads see the device go away.
+/// fails, and the serving threads see the device go away. Through fusectl when it is mounted,
+/// else with a forced unmount (MNT_FORCE makes FUSE abort the connection even while the
+/// mount is busy).
 pub fn abort_connection(path: &Path) {
     let Ok(meta) = std::fs::metadata(path) else {
         return;
     };
     let abort = format!("/sys/fs/fuse/connections/{}/abort", libc::minor(meta.dev()));
     if let Err(e) = std::fs::write(&abort, "1") {
-        tracing::warn!("cannot abort the FUSE connection ({abort}): {e}");
+        tracing::debug!("cannot abort the FUSE connection through {abort}: {e}");
+        match rustix::mount::unmount(path, rustix::mount::UnmountFlags::FORCE) {
+            Ok(()) | Err(rustix::io::Errno::BUSY) => {}
+            Err(e) => tracing::warn!(
+                "cannot abort the FUSE connection of {}: {e}",
+                path.display()
+            ),
+        }
     }
 }
 
@@ -131,5 +149,20 @@ mod tests {
                 device: "0:52".into(),
             }]
         );
+    }
+
+    #[test]
+    fn finds_tessera_mounts_made_with_mount_syscall() {
+        // Mounted by root through mount(2) the type is plain "fuse"; other FUSE file systems
+        // are not ours.
+        let text = "42 27 0:39 / /tmp/m1 rw,noatime - fuse tessera:c1 rw,user_id=0\n\
+                    43 27 0:40 / /tmp/m2 rw,noatime - fuse tessera rw,user_id=0\n\
+                    44 27 0:41 / /tmp/m3 rw - fuse sshfs#host: rw,user_id=0\n\
+                    45 27 0:42 / /tmp/m4 rw - fuse.fuse-overlayfs fuse-overlayfs rw\n";
+        let found: Vec<PathBuf> = parse_mountinfo(text)
+            .into_iter()
+            .map(|m| m.mountpoint)
+            .collect();
+        assert_eq!(found, [PathBuf::from("/tmp/m1"), PathBuf::from("/tmp/m2")]);
     }
 }

@@ -33,33 +33,60 @@ pub fn can_mount() -> bool {
 /// A mounted view on a temporary directory; unmounted when dropped.
 pub struct MountGuard {
     mount: Option<Mount>,
-    dir: tempfile::TempDir,
+    path: PathBuf,
+    /// The temporary mount point, when the guard made it (removed after the unmount).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl MountGuard {
     pub fn new(volume: Volume, config: MountConfig) -> MountGuard {
         let dir = tempfile::tempdir().expect("mount point");
-        let mount = Mount::new(volume, dir.path(), config).expect("mount");
+        let mut guard = MountGuard::at(volume, dir.path(), config);
+        guard._dir = Some(dir);
+        guard
+    }
+
+    /// Mounts on an existing directory the caller keeps, so that a view can be unmounted and
+    /// mounted again at the same place.
+    pub fn at(volume: Volume, path: &Path, config: MountConfig) -> MountGuard {
+        let mount = Mount::new(volume, path, config).expect("mount");
         MountGuard {
             mount: Some(mount),
-            dir,
+            path: path.to_path_buf(),
+            _dir: None,
         }
     }
 
     /// The mount point.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.path
     }
 
     /// A path inside the mount.
     pub fn join(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
+        self.path.join(rel)
     }
 
     /// Unmounts now, reporting failure (Drop only logs).
     pub fn unmount(mut self) {
         if let Some(mount) = self.mount.take() {
+            wait_until_idle(&self.path);
             mount.unmount().expect("unmount");
+        }
+    }
+}
+
+/// Unmounts the kernel side of a mount, retrying for up to 2 s while it is busy: a child
+/// process that another test thread forks holds copies of all of this process's descriptors
+/// (files on the mount among them) until its exec closes them. A mount that stays busy is left
+/// for `Mount::unmount` to report.
+fn wait_until_idle(path: &Path) {
+    for _ in 0..100 {
+        match rustix::mount::unmount(path, rustix::mount::UnmountFlags::empty()) {
+            Err(rustix::io::Errno::BUSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => return,
         }
     }
 }
@@ -67,10 +94,10 @@ impl MountGuard {
 impl Drop for MountGuard {
     fn drop(&mut self) {
         if let Some(mount) = self.mount.take() {
+            wait_until_idle(&self.path);
             if let Err(e) = mount.unmount() {
-                eprintln!("unmounting {}: {e}; detaching", self.dir.path().display());
-                let _ =
-                    rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
+                eprintln!("unmounting {}: {e}; detaching", self.path.display());
+                let _ = rustix::mount::unmount(&self.path, rustix::mount::UnmountFlags::DETACH);
             }
         }
     }

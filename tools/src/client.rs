@@ -30,6 +30,21 @@ pub fn start_daemon(store: &Path) -> Result<std::os::unix::net::UnixStream> {
     use std::os::unix::process::CommandExt;
     let paths = DaemonPaths::for_store(store)?;
     paths.create_dir()?;
+    // One start at a time: a concurrent `tessera mount` waits here, then finds the daemon
+    // started by the first (else its own daemon would fail on the store lock). Released when
+    // this returns; the daemon does not inherit it (close-on-exec).
+    let start = paths.socket.with_extension("start");
+    let start_lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&start)
+        .with_context(|| format!("opening {}", start.display()))?;
+    rustix::fs::flock(&start_lock, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("locking {}", start.display()))?;
+    if let Some(stream) = protocol::connect(&paths.socket) {
+        return Ok(stream);
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -45,3 +45,32 @@ impl StoreLock {
         Ok(StoreLock { _file: file })
     }
 }
+
+impl Drop for StoreLock {
+    /// Unlocks explicitly before the descriptor closes: a child that another thread forked
+    /// meanwhile shares the lock's open file description until its exec closes it, and closing
+    /// our descriptor alone would leave the store locked that long (an open right after a
+    /// close, as `Store::init` does, then failed with "in use by another process").
+    fn drop(&mut self) {
+        let _ = flock(&self._file, FlockOperation::Unlock);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_lock_is_free_while_a_copy_of_its_descriptor_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let lock = StoreLock::acquire(&path, dir.path()).unwrap();
+        assert!(StoreLock::acquire(&path, dir.path()).is_err(), "held");
+        // What a concurrently forked child holds until its exec.
+        let forked_copy = lock._file.try_clone().unwrap();
+        drop(lock);
+        let again = StoreLock::acquire(&path, dir.path());
+        assert!(again.is_ok(), "{:?}", again.err());
+        drop(forked_copy);
+    }
+}

@@ -1,6 +1,8 @@
 //! Open files and directories of a view. Open handles keep unlinked nodes alive (orphans);
-//! a directory handle holds a snapshot of the merged listing taken at open, so offsets stay
-//! valid while entries are removed (`rm -rf` of a large image directory sees every entry).
+//! a directory handle holds a snapshot of the merged listing taken by each read from offset 0
+//! (the first read, or one after rewinddir, which POSIX says shows the directory as it is
+//! now), so offsets stay valid while entries are removed (`rm -rf` of a large image directory
+//! sees every entry).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -125,15 +127,26 @@ impl Volume {
         self.existing_state(node).is_some_and(|s| s.is_open())
     }
 
-    /// Opens a directory: its merged listing is taken now.
+    /// Opens a directory. Its merged listing is taken by the first read (offset 0).
     pub fn opendir(&self, node: NodeId) -> Result<DirHandle> {
         let stack = self.stack();
         let record = self.record(&stack, node)?;
         if record.kind != crate::tree::node::FileKind::Dir {
             return Err(Error::NotDir(format!("node {node}")));
         }
+        let state = self.state(&stack, node)?;
+        state.open.fetch_add(1, Ordering::SeqCst);
+        let mut handles = self.shared.handles.lock().unwrap();
+        let dh = handles.allocate();
+        handles.dirs.insert(dh, (node, Arc::new(Vec::new())));
+        Ok(DirHandle(dh))
+    }
+
+    /// The merged listing of a directory now, numbered from offset 1.
+    fn listing(&self, node: NodeId) -> Result<Vec<DirEntry>> {
+        let stack = self.stack();
         let r = self.shared.store.meta().read();
-        let entries: Vec<DirEntry> = readdir::list(&r, &stack.layers, node)?
+        Ok(readdir::list(&r, &stack.layers, node)?
             .into_iter()
             .enumerate()
             .map(|(i, e)| DirEntry {
@@ -142,23 +155,31 @@ impl Volume {
                 kind: e.kind,
                 offset: i as u64 + 1,
             })
-            .collect();
-        drop(r);
-        let state = self.state(&stack, node)?;
-        state.open.fetch_add(1, Ordering::SeqCst);
-        let mut handles = self.shared.handles.lock().unwrap();
-        let dh = handles.allocate();
-        handles.dirs.insert(dh, (node, Arc::new(entries)));
-        Ok(DirHandle(dh))
+            .collect())
     }
 
-    /// The entries of an open directory from `offset` on (0: the start).
+    /// The entries of an open directory from `offset` on. A read from offset 0 (the start, or
+    /// after rewinddir) takes a new snapshot of the listing; later offsets index into it.
     pub fn readdir(&self, dh: DirHandle, offset: u64) -> Result<Vec<DirEntry>> {
+        let not_open = || Error::InvalidInput(format!("directory handle {} is not open", dh.0));
+        if offset == 0 {
+            let node = self
+                .shared
+                .handles
+                .lock()
+                .unwrap()
+                .dirs
+                .get(&dh.0)
+                .ok_or_else(not_open)?
+                .0;
+            let entries = self.listing(node)?;
+            let mut handles = self.shared.handles.lock().unwrap();
+            let (_, snapshot) = handles.dirs.get_mut(&dh.0).ok_or_else(not_open)?;
+            *snapshot = Arc::new(entries.clone());
+            return Ok(entries);
+        }
         let handles = self.shared.handles.lock().unwrap();
-        let (_, entries) = handles
-            .dirs
-            .get(&dh.0)
-            .ok_or_else(|| Error::InvalidInput(format!("directory handle {} is not open", dh.0)))?;
+        let (_, entries) = handles.dirs.get(&dh.0).ok_or_else(not_open)?;
         Ok(entries.iter().skip(offset as usize).cloned().collect())
     }
 
@@ -180,5 +201,39 @@ impl Volume {
         let entries = self.readdir(dh, 0);
         self.releasedir(dh)?;
         entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Caller, Store, StoreOptions};
+
+    #[test]
+    fn a_read_from_offset_zero_lists_the_directory_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::default()
+            .block_size(4096)
+            .flush_interval(None);
+        let store = Store::init(dir.path().join("store"), options).unwrap();
+        store.create_empty_image("empty").unwrap();
+        store.create_container("c", "empty").unwrap();
+        let v = store.open_container("c").unwrap();
+        let root = v.root();
+        for name in [&b"a"[..], b"b", b"c"] {
+            v.create(root, name, 0o644, Caller::ROOT).unwrap();
+        }
+        let names = |entries: Vec<super::DirEntry>| -> Vec<Vec<u8>> {
+            entries.into_iter().map(|e| e.name).collect()
+        };
+        let dh = v.opendir(root).unwrap();
+        assert_eq!(names(v.readdir(dh, 0).unwrap()), [b"a", b"b", b"c"]);
+        v.unlink(root, b"b").unwrap();
+        v.create(root, b"d", 0o644, Caller::ROOT).unwrap();
+        // Later offsets keep indexing the snapshot (entries removed meanwhile stay listed)...
+        assert_eq!(names(v.readdir(dh, 1).unwrap()), [b"b", b"c"]);
+        // ...and a read from the start (rewinddir) shows the directory as it is now.
+        assert_eq!(names(v.readdir(dh, 0).unwrap()), [b"a", b"c", b"d"]);
+        assert_eq!(names(v.readdir(dh, 2).unwrap()), [b"d"]);
+        v.releasedir(dh).unwrap();
     }
 }

@@ -43,6 +43,11 @@ pub fn cache_bytes(text: &str) -> Result<usize> {
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
     let mountpoint = service::absolute(&args.mountpoint)?;
+    // A mount left by a killed daemon answers ENOTCONN (not even a directory): detach it.
+    if tessera_fusefs::mounts::is_stale(&mountpoint) {
+        tessera_fusefs::mounts::clear_stale(&mountpoint)
+            .with_context(|| format!("clearing stale mount {}", mountpoint.display()))?;
+    }
     if !mountpoint.is_dir() {
         bail!("mount point {} is not a directory", mountpoint.display());
     }
@@ -86,14 +91,18 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
 pub fn run_umount(store: &Path, args: UmountArgs) -> Result<()> {
     let mountpoint = service::absolute(&args.mountpoint)?;
     if let Some(stream) = client::daemon(store) {
-        protocol::call(
-            stream,
-            &Request::Umount {
-                mountpoint: mountpoint.clone(),
-            },
-        )?;
-        println!("unmounted {}", mountpoint.display());
-        return Ok(());
+        let request = Request::Umount {
+            mountpoint: mountpoint.clone(),
+        };
+        match protocol::call(stream, &request) {
+            Ok(_) => {
+                println!("unmounted {}", mountpoint.display());
+                return Ok(());
+            }
+            // Left by an earlier, killed daemon: not this one's, but clear it all the same.
+            Err(_) if tessera_fusefs::mounts::is_stale(&mountpoint) => {}
+            Err(e) => return Err(e),
+        }
     }
     if tessera_fusefs::mounts::is_stale(&mountpoint) {
         tessera_fusefs::mounts::clear_stale(&mountpoint)?;

@@ -10,13 +10,13 @@ pub mod protocol;
 use std::collections::BTreeMap;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
-use tessera::Store;
+use tessera::{ErrorKind, Store};
 use tessera_fusefs::{Mount, MountConfig};
 
 use crate::service::{self, Request};
@@ -42,6 +42,9 @@ pub struct MountRequest {
 /// How long a daemon that never got a mount waits for one.
 const IDLE_START: Duration = Duration::from_secs(30);
 
+/// How long a starting daemon waits for the store lock of another process.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
 struct Mounted {
     container: String,
     share_memory: bool,
@@ -54,6 +57,10 @@ struct Daemon {
     mounts: Mutex<BTreeMap<PathBuf, Mounted>>,
     had_mount: AtomicBool,
     stop: (Mutex<bool>, Condvar),
+    /// Requests accepted and not yet answered: the daemon does not exit under them.
+    active: AtomicUsize,
+    /// Set once the daemon is on its way out: it takes no new mounts.
+    stopping: AtomicBool,
 }
 
 impl Daemon {
@@ -68,6 +75,9 @@ impl Daemon {
             mountpoint,
             share_memory,
         } = request;
+        if self.stopping.load(Ordering::SeqCst) {
+            bail!("the tessera daemon is stopping; run the command again");
+        }
         if !mountpoint.is_dir() {
             bail!("mount point {} is not a directory", mountpoint.display());
         }
@@ -96,10 +106,10 @@ impl Daemon {
     }
 
     fn umount(&self, mountpoint: &Path) -> Result<Value> {
-        let entry = self
-            .mounts
-            .lock()
-            .unwrap()
+        // Held throughout: the mount is listed until it is really gone (and the daemon does
+        // not see itself idle, and exit, halfway).
+        let mut mounts = self.mounts.lock().unwrap();
+        let entry = mounts
             .remove(mountpoint)
             .ok_or_else(|| anyhow!("{} is not mounted by this daemon", mountpoint.display()))?;
         let Mounted {
@@ -107,11 +117,25 @@ impl Daemon {
             share_memory,
             mount,
         } = entry;
-        if let Err(e) = mount.unmount() {
-            // Still mounted (busy): keep serving it.
-            return Err(anyhow!("unmounting {}: {e}", mountpoint.display()));
+        match mount.try_unmount() {
+            Ok(()) => {}
+            Err((Some(mount), e)) => {
+                // Busy: still mounted; keep serving it.
+                mounts.insert(
+                    mountpoint.to_path_buf(),
+                    Mounted {
+                        container,
+                        share_memory,
+                        mount: *mount,
+                    },
+                );
+                bail!(
+                    "unmounting {}: {e} (files are open on it)",
+                    mountpoint.display()
+                );
+            }
+            Err((None, e)) => bail!("unmounting {}: {e}", mountpoint.display()),
         }
-        let _ = share_memory;
         tracing::info!("unmounted {container} from {}", mountpoint.display());
         Ok(json!({ "container": container, "mountpoint": mountpoint }))
     }
@@ -154,6 +178,7 @@ impl Daemon {
         if let Err(e) = protocol::write_reply(&stream, &reply) {
             tracing::warn!("replying to a client: {e}");
         }
+        self.active.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn execute(&self, request: Request) -> Result<Value> {
@@ -194,10 +219,18 @@ impl Daemon {
 pub fn run(store_path: &Path, options: DaemonOptions) -> Result<()> {
     let paths = DaemonPaths::for_store(store_path)?;
     paths.create_dir()?;
-    let store = Store::open(
-        store_path,
-        service::store_options().block_cache_bytes(options.cache_bytes),
-    )
+    // The daemon before this one may still be flushing on its way out (its socket already
+    // gone, so a `tessera mount` started this one): wait a little for its store lock.
+    let waiting = Instant::now();
+    let store = loop {
+        let options = service::store_options().block_cache_bytes(options.cache_bytes);
+        match Store::open(store_path, options) {
+            Err(e) if e.kind() == ErrorKind::Locked && waiting.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            opened => break opened,
+        }
+    }
     .with_context(|| format!("opening store {}", store_path.display()))?;
     // We hold the store lock: a socket file left behind is stale.
     let _ = std::fs::remove_file(&paths.socket);
@@ -209,12 +242,14 @@ pub fn run(store_path: &Path, options: DaemonOptions) -> Result<()> {
         mounts: Mutex::new(BTreeMap::new()),
         had_mount: AtomicBool::new(false),
         stop: (Mutex::new(false), Condvar::new()),
+        active: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
     });
-    if let Some(first) = options.initial_mount {
-        if let Err(e) = daemon.mount(first) {
-            let _ = std::fs::remove_file(&paths.socket);
-            return Err(e);
-        }
+    if let Some(first) = options.initial_mount
+        && let Err(e) = daemon.mount(first)
+    {
+        let _ = std::fs::remove_file(&paths.socket);
+        return Err(e);
     }
     spawn_listener(daemon.clone(), listener);
     spawn_signal_handler(daemon.clone())?;
@@ -234,14 +269,21 @@ pub fn run(store_path: &Path, options: DaemonOptions) -> Result<()> {
                 .wait_timeout(stopped, Duration::from_millis(500))
                 .unwrap()
                 .0;
-            let idle = daemon.mounts.lock().unwrap().is_empty();
+            let idle = daemon.mounts.lock().unwrap().is_empty()
+                && daemon.active.load(Ordering::SeqCst) == 0;
             let gone = daemon.had_mount.load(Ordering::SeqCst) || started.elapsed() > IDLE_START;
             if idle && gone && !options.persist {
                 break;
             }
         }
     }
+    daemon.stopping.store(true, Ordering::SeqCst);
     let _ = std::fs::remove_file(&paths.socket);
+    // Let requests in flight finish (a mount among them is then unmounted below).
+    let waiting = Instant::now();
+    while daemon.active.load(Ordering::SeqCst) > 0 && waiting.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     daemon.unmount_all();
     daemon.store.sync().context("flushing the store")?;
     tracing::info!("daemon {} stopped", std::process::id());
@@ -256,6 +298,7 @@ fn spawn_listener(daemon: Arc<Daemon>, listener: UnixListener) {
                 match stream {
                     Ok(stream) => {
                         let daemon = daemon.clone();
+                        daemon.active.fetch_add(1, Ordering::SeqCst);
                         std::thread::spawn(move || daemon.handle(stream));
                     }
                     Err(e) => tracing::warn!("accepting a client: {e}"),
