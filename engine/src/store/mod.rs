@@ -19,6 +19,7 @@ mod memory_store;
 mod pack_reader;
 pub mod pack_store;
 mod pack_writer;
+mod retire;
 mod staging;
 #[cfg(test)]
 mod tests;

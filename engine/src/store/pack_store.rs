@@ -52,37 +52,37 @@ pub struct PackStore {
     pub(super) io: Io,
     pub(super) layout: StoreLayout,
     config: PackStoreConfig,
-    sealed: RwLock<BTreeMap<PackId, SealedPack>>,
-    open: RwLock<OpenPack>,
-    writer: Mutex<WriterState>,
+    pub(super) sealed: RwLock<BTreeMap<PackId, SealedPack>>,
+    pub(super) open: RwLock<OpenPack>,
+    pub(super) writer: Mutex<WriterState>,
     cache: Option<BlockCache>,
 }
 
-struct SealedPack {
-    file: Arc<dyn IoFile>,
-    index: Mapped,
+pub(super) struct SealedPack {
+    pub(super) file: Arc<dyn IoFile>,
+    pub(super) index: Mapped,
 }
 
 impl SealedPack {
-    fn view(&self) -> IndexView<'_> {
+    pub(super) fn view(&self) -> IndexView<'_> {
         IndexView::parse(&self.index, FORMAT_VERSION, false).expect("validated when opened")
     }
 }
 
 #[derive(Default)]
-struct OpenPack {
-    id: Option<PackId>,
+pub(super) struct OpenPack {
+    pub(super) id: Option<PackId>,
     file: Option<Arc<dyn IoFile>>,
     entries: HashMap<BlockId, Entry>,
 }
 
-struct WriterState {
-    writer: Option<PackWriter>,
-    next_id: PackId,
+pub(super) struct WriterState {
+    pub(super) writer: Option<PackWriter>,
+    pub(super) next_id: PackId,
     /// Pack records not yet acknowledged as recorded by the metadata.
-    pending: BTreeMap<PackId, PackRecord>,
+    pub(super) pending: BTreeMap<PackId, PackRecord>,
     /// Packs gc took out of service, whose files go once the metadata forgets them.
-    retired: Vec<PackId>,
+    pub(super) retired: Vec<PackId>,
 }
 
 impl PackStore {
@@ -235,7 +235,7 @@ impl PackStore {
     }
 
     /// Writes a sealed pack's index under a temporary name, syncs it and renames it into place.
-    fn write_index(
+    pub(super) fn write_index(
         &self,
         id: PackId,
         pack_len: u64,
@@ -278,7 +278,7 @@ impl PackStore {
     }
 
     /// Seals the open pack: its index is written and it is never appended to again.
-    fn seal(&self, state: &mut WriterState) -> Result<()> {
+    pub(super) fn seal(&self, state: &mut WriterState) -> Result<()> {
         // The writer stays open until the index is in place: a failed seal (ENOSPC) must not
         // forget the pack whose blocks the open table still lists.
         let Some(writer) = state.writer.as_mut() else {
@@ -447,97 +447,11 @@ impl PackStore {
         self.config.pack_target
     }
 
-    /// Takes a sealed pack out of service (gc): no lookup finds it any more and its record
-    /// leaves the next checkpoint. Its files stay until [`PackStore::delete_retired`], after the
-    /// metadata no longer records it; readers holding its file keep reading (Linux keeps an
-    /// unlinked file's data while it is open).
-    pub fn retire(&self, id: PackId) -> Result<()> {
-        let removed = self.sealed.write().unwrap().remove(&id);
-        if removed.is_none() {
-            return Err(Error::InvalidInput(format!(
-                "pack {id} is not a sealed pack"
-            )));
-        }
-        let mut state = self.writer.lock().unwrap();
-        state.pending.remove(&id);
-        state.retired.push(id);
-        Ok(())
-    }
-
-    /// Deletes the files of retired packs (once the metadata no longer records them).
-    pub fn delete_retired(&self) -> Result<Vec<PackId>> {
-        let retired = std::mem::take(&mut self.writer.lock().unwrap().retired);
-        for id in &retired {
-            for path in [self.layout.pack(*id), self.layout.index(*id)] {
-                if self.io.exists(&path) {
-                    self.io
-                        .remove_file(&path)
-                        .ctx(|| format!("removing {}", path.display()))?;
-                }
-            }
-        }
-        self.io
-            .sync_dir(&self.layout.packs_dir())
-            .ctx(|| "syncing the packs directory".to_string())?;
-        Ok(retired)
-    }
-
-    /// Seals the open pack now (gc, to be able to rewrite it).
-    pub fn seal_open(&self) -> Result<()> {
-        let mut state = self.writer.lock().unwrap();
-        self.seal(&mut state)
-    }
-
-    /// Bytes a pack occupies (sealed packs and the open one).
-    pub fn pack_len(&self, id: PackId) -> Option<u64> {
-        if let Some(sp) = self.sealed.read().unwrap().get(&id) {
-            return Some(sp.view().pack_len);
-        }
-        let state = self.writer.lock().unwrap();
-        state.writer.as_ref().filter(|w| w.id == id).map(|w| w.len)
-    }
-
-    /// The open pack's id, if one is open.
-    pub fn open_pack(&self) -> Option<PackId> {
-        self.open.read().unwrap().id
-    }
-
     /// Starts a staging area for an import (see `staging`).
     pub fn stage(&self) -> Staging<'_> {
         Staging::new(self)
     }
 
-    /// Seals an import's staging packs into the store. Their records join the next checkpoint,
-    /// so they become durable with the metadata commit that publishes the import.
-    pub fn adopt(&self, mut staging: Staging<'_>) -> Result<()> {
-        let mut packs = std::mem::take(&mut staging.full);
-        if let Some(writer) = staging.writer.take() {
-            let entries = std::mem::take(&mut staging.entries).into_iter().collect();
-            packs.push((writer, entries));
-        }
-        for (mut writer, entries) in packs {
-            writer.sync()?;
-            let index = self.write_index(writer.id, writer.len, entries)?;
-            self.sealed.write().unwrap().insert(
-                writer.id,
-                SealedPack {
-                    file: writer.file.clone(),
-                    index,
-                },
-            );
-            let record = PackRecord {
-                len: writer.len,
-                sealed: true,
-            };
-            self.writer
-                .lock()
-                .unwrap()
-                .pending
-                .insert(writer.id, record);
-        }
-        staging.adopted = true;
-        Ok(())
-    }
 }
 
 impl BlockStore for PackStore {

@@ -5,12 +5,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::pack_store::PackStore;
+use super::pack_store::{PackStore, SealedPack};
 use super::pack_writer::PackWriter;
 use crate::error::Result;
 use crate::format::FORMAT_VERSION;
 use crate::format::pack::PackHeader;
 use crate::format::pack_index::Entry;
+use crate::format::records::PackRecord;
 use crate::ids::{BlockId, PackId};
 
 pub struct Staging<'a> {
@@ -98,5 +99,39 @@ impl Drop for Staging<'_> {
                 tracing::warn!("removing staging pack {}: {e}", path.display());
             }
         }
+    }
+}
+
+impl PackStore {
+    /// Seals an import's staging packs into the store. Their records join the next checkpoint,
+    /// so they become durable with the metadata commit that publishes the import.
+    pub fn adopt(&self, mut staging: Staging<'_>) -> Result<()> {
+        let mut packs = std::mem::take(&mut staging.full);
+        if let Some(writer) = staging.writer.take() {
+            let entries = std::mem::take(&mut staging.entries).into_iter().collect();
+            packs.push((writer, entries));
+        }
+        for (mut writer, entries) in packs {
+            writer.sync()?;
+            let index = self.write_index(writer.id, writer.len, entries)?;
+            self.sealed.write().unwrap().insert(
+                writer.id,
+                SealedPack {
+                    file: writer.file.clone(),
+                    index,
+                },
+            );
+            let record = PackRecord {
+                len: writer.len,
+                sealed: true,
+            };
+            self.writer
+                .lock()
+                .unwrap()
+                .pending
+                .insert(writer.id, record);
+        }
+        staging.adopted = true;
+        Ok(())
     }
 }
