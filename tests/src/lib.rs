@@ -1,6 +1,9 @@
 //! Shared fixtures for the integration tests: temporary stores, images built from small trees,
 //! and helpers to read and write through a volume by path.
 
+/// Simulated-disk crash fixtures.
+pub mod crash;
+
 pub mod mount;
 
 use std::path::Path;
