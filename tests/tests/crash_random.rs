@@ -228,7 +228,7 @@ impl Run {
         let data = if zeros {
             vec![0; len]
         } else {
-            bytes(self.rng.next(), len)
+            bytes(self.rng.next_u64(), len)
         };
         self.log
             .push(format!("write {path} at {offset}, {len} bytes"));
@@ -427,7 +427,7 @@ impl Run {
 
     /// Cuts the power, reopens, and checks the disk came back as one of `candidates`.
     fn crash_and_check(&mut self, candidates: Vec<Outcome>) {
-        let crash_seed = self.rng.next();
+        let crash_seed = self.rng.next_u64();
         self.log.push(format!("crash (seed {crash_seed})"));
         let after = self.sim.crash(crash_seed);
         drop((self.vol.take(), self.store.take()));
