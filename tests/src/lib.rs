@@ -4,6 +4,9 @@
 /// Simulated-disk crash fixtures.
 pub mod crash;
 
+/// Helpers of the invariant tests.
+pub mod invariants;
+
 pub mod mount;
 
 use std::path::Path;
