@@ -28,7 +28,9 @@ pub struct MountConfig {
     pub writeback_cache: bool,
     /// Let users other than the mounting one in (`allow_other`). Default on as root.
     pub allow_other: bool,
-    /// Threads serving requests (each with its own /dev/fuse descriptor).
+    /// Threads serving requests (each with its own /dev/fuse descriptor). Default: the
+    /// number of CPUs, at least 4 — a thread waiting on an O_DIRECT pack read must not leave
+    /// the CPUs idle (`tessera bench mount`: cold sequential reads 1.0 → 1.55 GiB/s on 2 CPUs).
     pub threads: usize,
     /// Shown as the source in /proc/mounts.
     pub fsname: String,
@@ -40,7 +42,7 @@ impl Default for MountConfig {
             share_memory: false,
             writeback_cache: false,
             allow_other: rustix::process::geteuid().is_root(),
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            threads: std::thread::available_parallelism().map_or(4, |n| n.get().max(4)),
             fsname: "tessera".into(),
         }
     }

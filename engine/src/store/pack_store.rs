@@ -499,13 +499,19 @@ impl BlockStore for PackStore {
     fn sync(&self) -> Result<Checkpoint> {
         let mut state = self.writer.lock().unwrap();
         if let Some(writer) = state.writer.as_mut() {
+            // Only a pack that grew needs a new record: re-recording an unchanged length would
+            // cost every metadata commit (each fsync, each flusher tick) a database write.
+            // A record not yet acknowledged stays pending until a commit takes it.
+            let grew = writer.unsynced;
             writer.sync()?;
-            let record = PackRecord {
-                len: writer.len,
-                sealed: false,
-            };
-            let id = writer.id;
-            state.pending.insert(id, record);
+            if grew {
+                let record = PackRecord {
+                    len: writer.len,
+                    sealed: false,
+                };
+                let id = writer.id;
+                state.pending.insert(id, record);
+            }
         }
         Ok(Checkpoint {
             packs: state.pending.clone(),
