@@ -53,9 +53,17 @@ fn st_blocks_is_exact_before_and_after_a_flush() {
     assert_eq!(full, 74 * 8, "300 000 bytes are 74 blocks of 4 KiB");
     v.write(node, 0, &bytes(4, 100_000)).unwrap();
     assert_eq!(sectors(&v), full, "overwriting replaces blocks, adds none");
-    v.setattr(node, &tessera::SetAttr { size: Some(8192), ..Default::default() }).unwrap();
+    v.setattr(
+        node,
+        &tessera::SetAttr {
+            size: Some(8192),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(sectors(&v), 2 * 8);
-    v.fallocate(node, tessera::Fallocate::PunchHole, 0, 4096).unwrap();
+    v.fallocate(node, tessera::Fallocate::PunchHole, 0, 4096)
+        .unwrap();
     assert_eq!(sectors(&v), 8);
     v.fsync(node).unwrap();
     assert_eq!(sectors(&v), 8);
