@@ -451,7 +451,6 @@ impl PackStore {
     pub fn stage(&self) -> Staging<'_> {
         Staging::new(self)
     }
-
 }
 
 impl BlockStore for PackStore {
