@@ -71,7 +71,7 @@ fn gc_never_takes_blocks_from_live_readers_and_writers() {
                 wv.write(node, half * HALF, &chunk).unwrap();
                 let at = (half * HALF) as usize;
                 wmodel.lock().unwrap()[at..at + chunk.len()].copy_from_slice(&chunk);
-                if round % 5 == 0 {
+                if round.is_multiple_of(5) {
                     wv.fsync(node).unwrap();
                 }
             }
