@@ -2,6 +2,7 @@
 //! store, run one subcommand (each in its own file under `cmd/`), print one clear line and
 //! exit non-zero on error.
 
+mod bench;
 mod client;
 mod cmd;
 mod daemon;
@@ -52,6 +53,7 @@ enum Command {
     Fsck(cmd::maintenance::FsckArgs),
     Completions(cmd::completions::Args),
     Demo(cmd::demo::Args),
+    Bench(cmd::bench::Args),
 }
 
 fn default_store() -> PathBuf {
@@ -107,6 +109,7 @@ fn main() -> ExitCode {
         Command::Fsck(args) => cmd::maintenance::run_fsck(&store, args),
         Command::Completions(args) => cmd::completions::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! One file per subcommand: its arguments (with an example in `--help`) and how it prints.
 
 pub mod analyze;
+pub mod bench;
 pub mod commit;
 pub mod completions;
 pub mod containers;
