@@ -1,7 +1,7 @@
 //! `copy_file_range`: whole blocks at block-aligned offsets in both files are shared (the
 //! destination references the source's block ids; no data moves); the rest is copied.
 
-use super::file_data::DirtyBlock;
+use super::dirty::DirtyBlock;
 use super::{Volume, now_ns};
 use crate::error::{Error, Result};
 use crate::ids::{BlockId, NodeId};
@@ -27,6 +27,7 @@ impl Volume {
             let fd = state.data.lock().unwrap();
             out.extend(fd.dirty.values().filter_map(|b| match b {
                 DirtyBlock::Id(id) if !id.is_zero() => Some(*id),
+                DirtyBlock::Patch(patch) => patch.base.filter(|id| !id.is_zero()),
                 _ => None,
             }));
         }
@@ -98,7 +99,8 @@ impl Volume {
             let mut ids = Vec::new();
             for index in first..first + count {
                 let id = match fd.dirty.get(&index) {
-                    Some(DirtyBlock::Data(_)) => break,
+                    // Unflushed bytes have no id to share.
+                    Some(DirtyBlock::Data(_)) | Some(DirtyBlock::Patch(_)) => break,
                     Some(DirtyBlock::Id(id)) => *id,
                     None => base
                         .get((index - first) as usize)

@@ -1,36 +1,29 @@
 //! File contents in a view: reads, writes, truncation, hole punching and SEEK_DATA/SEEK_HOLE,
 //! over a node's persisted block map plus its dirty blocks.
 //!
-//! A write copies up the node's record (metadata only) and then changes whole blocks in memory:
-//! a partly written block is read once (read-modify-write of the edge blocks only), a fully
-//! written one is not read at all. Dirty blocks are hashed and stored by the next flush
-//! (`flush.rs`), which rewrites only the block-map pages on their paths. Content is canonical:
-//! the last block is stored at the file's length, so equal contents give equal roots.
+//! A write copies up the node's record (metadata only) and then changes blocks in memory: a
+//! fully written block is replaced, a partly written one is patched without being read
+//! (`dirty.rs`). Dirty blocks are hashed and stored by the next flush (`flush.rs`), which
+//! rewrites only the block-map pages on their paths. Content is canonical: the last block is
+//! stored at the file's length, so equal contents give equal roots.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::dirty::{DirtyBlock, Patch};
 use super::{Attr, Fallocate, SeekTarget, Volume, now_ns};
 use crate::error::{Error, Result};
 use crate::ids::{BlockId, MapRoot, NodeId};
 use crate::layer::{Stack, lookup};
 use crate::meta::records::Records;
-use crate::store::{BlockRead, BlockStore};
+use crate::store::BlockRead;
 use crate::tree::block_map::{self, block_count};
 use crate::tree::node::{Content, FileKind, NodeRecord, TimeNs};
 use crate::tree::pages::MetaPages;
 
 /// The largest file the engine accepts (16 TiB), so offsets never overflow.
 pub const MAX_FILE_SIZE: u64 = 1 << 44;
-
-/// A block changed in memory and not yet flushed.
-pub(crate) enum DirtyBlock {
-    /// New bytes, `block_size` long (bytes past the end of the file are zero).
-    Data(Box<[u8]>),
-    /// An existing block, by id (a punched hole is `BlockId::ZERO`).
-    Id(BlockId),
-}
 
 /// A regular file's contents as this view sees them.
 pub(crate) struct FileData {
@@ -103,6 +96,10 @@ impl NodeState {
     }
 }
 
+/// A read's buffer with the dirty bytes in place, the blocks still to read into it, and the
+/// patched bytes to lay over those (offset in the buffer, bytes).
+type ReadPlan = (Vec<u8>, Vec<Fetch>, Vec<(usize, Vec<u8>)>);
+
 /// Where one block of a read comes from.
 struct Fetch {
     index: u64,
@@ -165,7 +162,7 @@ impl Volume {
             .dirty
             .range(..n)
             .filter(|(_, b)| match b {
-                DirtyBlock::Data(_) => true,
+                DirtyBlock::Data(_) | DirtyBlock::Patch(_) => true,
                 DirtyBlock::Id(id) => !id.is_zero(),
             })
             .count() as u64;
@@ -193,7 +190,7 @@ impl Volume {
     pub fn read(&self, node: NodeId, offset: u64, len: usize) -> Result<Vec<u8>> {
         let _blocks_stay = self.shared.store.block_read_guard();
         let stack = self.stack();
-        let (mut out, fetch) = match self.existing_state(node) {
+        let (mut out, fetch, overlays) = match self.existing_state(node) {
             Some(state) if state.is_file => {
                 let fd = state.data.lock().unwrap();
                 self.plan_read(&fd, offset, len)?
@@ -220,6 +217,9 @@ impl Volume {
         };
         drop(stack);
         self.fetch(offset, &mut out, fetch)?;
+        for (at, bytes) in overlays {
+            out[at..at + bytes.len()].copy_from_slice(&bytes);
+        }
         Ok(out)
     }
 
@@ -250,28 +250,40 @@ impl Volume {
         self.shared.store.blocks().read_blocks(&mut reads, cached)
     }
 
-    /// Copies dirty bytes of the range into a new buffer and lists the blocks still to read.
-    fn plan_read(&self, fd: &FileData, offset: u64, len: usize) -> Result<(Vec<u8>, Vec<Fetch>)> {
+    /// Copies dirty bytes of the range into a new buffer and lists the blocks still to read,
+    /// and the patched bytes to lay over them once read (offset in the buffer, bytes).
+    fn plan_read(&self, fd: &FileData, offset: u64, len: usize) -> Result<ReadPlan> {
         let bs = self.block_bytes();
         let end = offset.saturating_add(len as u64).min(fd.size);
         if offset >= end {
-            return Ok((Vec::new(), Vec::new()));
+            return Ok((Vec::new(), Vec::new(), Vec::new()));
         }
         let mut out = vec![0u8; (end - offset) as usize];
         let (first, last) = (offset / bs, (end - 1) / bs);
         let readable = block_count(fd.base_size.min(fd.min_size), bs);
         let mut fetch = Vec::new();
         let mut from_base = Vec::new();
+        let mut overlays = Vec::new();
         for index in first..=last {
+            let block_start = index * bs;
+            let (s, e) = (offset.max(block_start), end.min(block_start + bs));
+            let (in_block, in_out) = ((s - block_start) as usize, (s - offset) as usize);
             match fd.dirty.get(&index) {
                 Some(DirtyBlock::Data(buf)) => {
-                    let block_start = index * bs;
-                    let (s, e) = (offset.max(block_start), end.min(block_start + bs));
-                    out[(s - offset) as usize..(e - offset) as usize].copy_from_slice(
-                        &buf[(s - block_start) as usize..(e - block_start) as usize],
-                    );
+                    out[in_out..in_out + (e - s) as usize]
+                        .copy_from_slice(&buf[in_block..(e - block_start) as usize]);
                 }
                 Some(DirtyBlock::Id(id)) => fetch.push(Fetch { index, id: *id }),
+                Some(DirtyBlock::Patch(patch)) => {
+                    for (at, bytes) in patch.window(in_block, (e - block_start) as usize) {
+                        overlays.push((in_out + at - in_block, bytes));
+                    }
+                    match patch.base {
+                        Some(id) => fetch.push(Fetch { index, id }),
+                        None if index < readable => from_base.push(index),
+                        None => {}
+                    }
+                }
                 None if index < readable => from_base.push(index),
                 None => {}
             }
@@ -285,7 +297,7 @@ impl Volume {
                 });
             }
         }
-        Ok((out, fetch))
+        Ok((out, fetch, overlays))
     }
 
     pub(super) fn base_ids(&self, fd: &FileData, first: u64, count: u64) -> Result<Vec<BlockId>> {
@@ -311,7 +323,7 @@ impl Volume {
         let bs = self.block_bytes();
         let touched = end.div_ceil(bs) - offset / bs;
         self.shared.store.make_room(touched * bs)?;
-        // Taken before the node's lock (see `block_for_write`), after `make_room`: a flush
+        // Taken before the node's lock (see `write_block`), after `make_room`: a flush
         // must never wait behind gc while holding it.
         let _blocks_stay = self.shared.store.block_read_guard();
         let stack = self.stack();
@@ -325,10 +337,8 @@ impl Volume {
         for index in offset / bs..end.div_ceil(bs) {
             let block_start = index * bs;
             let (s, e) = (offset.max(block_start), end.min(block_start + bs));
-            let whole = s == block_start && e == block_start + bs;
-            let buf = self.block_for_write(&mut fd, index, whole)?;
-            buf[(s - block_start) as usize..(e - block_start) as usize]
-                .copy_from_slice(&data[(s - offset) as usize..(e - offset) as usize]);
+            let bytes = &data[(s - offset) as usize..(e - offset) as usize];
+            self.write_block(&mut fd, index, (s - block_start) as usize, bytes)?;
         }
         fd.mtime = Some(now_ns());
         Ok(data.len())
@@ -356,60 +366,84 @@ impl Volume {
         Ok(())
     }
 
-    /// The dirty buffer of block `index`, loading the block's current bytes unless `whole`
-    /// (the caller overwrites all of it). The caller holds the store's block-read guard, taken
-    /// before the node's lock: taken after it, a reader holding the guard and waiting for the
-    /// node, and gc waiting for the guard exclusively, would deadlock with this writer.
-    fn block_for_write<'a>(
-        &self,
-        fd: &'a mut FileData,
-        index: u64,
-        whole: bool,
-    ) -> Result<&'a mut [u8]> {
+    /// Writes `bytes` at `at` within block `index`. A block written whole is replaced; one
+    /// written in part is patched, its stored bytes not read (see `dirty.rs`). The caller holds
+    /// the store's block-read guard, taken before the node's lock: taken after it, a reader
+    /// holding the guard and waiting for the node, and gc waiting for the guard exclusively,
+    /// would deadlock with this writer.
+    fn write_block(&self, fd: &mut FileData, index: u64, at: usize, bytes: &[u8]) -> Result<()> {
         let bs = self.block_bytes() as usize;
-        let current = match fd.dirty.get(&index) {
-            Some(DirtyBlock::Data(_)) => None,
-            Some(DirtyBlock::Id(id)) => Some(*id),
-            None if whole => Some(BlockId::ZERO),
-            None => {
-                let readable = block_count(fd.base_size.min(fd.min_size), bs as u64);
-                if index < readable {
-                    Some(self.base_ids(fd, index, 1)?[0])
-                } else {
-                    Some(BlockId::ZERO)
-                }
+        if at == 0 && bytes.len() == bs {
+            let fresh = !fd.dirty.get(&index).is_some_and(DirtyBlock::holds_bytes);
+            fd.dirty.insert(index, DirtyBlock::Data(bytes.to_vec().into_boxed_slice()));
+            if fresh {
+                self.shared.store.inner.dirty.add(bs as u64);
             }
-        };
-        if let Some(id) = current {
-            let mut buf = vec![0u8; bs].into_boxed_slice();
-            if !id.is_zero() && !whole {
-                let n = self.shared.store.blocks().get(&id, &mut buf)?;
-                buf[n..].fill(0);
-            }
-            self.shared.store.inner.dirty.add(bs as u64);
-            fd.dirty.insert(index, DirtyBlock::Data(buf));
+            return Ok(());
         }
-        match fd.dirty.get_mut(&index) {
-            Some(DirtyBlock::Data(buf)) => Ok(buf),
+        let readable = block_count(fd.base_size.min(fd.min_size), bs as u64);
+        let underneath = match fd.dirty.get(&index) {
+            Some(DirtyBlock::Data(_)) | Some(DirtyBlock::Patch(_)) => None,
+            Some(DirtyBlock::Id(id)) if id.is_zero() => Some(None),
+            Some(DirtyBlock::Id(id)) => Some(Some(Some(*id))),
+            None if index < readable => Some(Some(None)),
+            None => Some(None),
+        };
+        if let Some(base) = underneath {
+            // Nothing in memory yet: zeros need no base; a stored block is patched over.
+            self.shared.store.inner.dirty.add(bs as u64);
+            let block = match base {
+                None => DirtyBlock::Data(vec![0u8; bs].into_boxed_slice()),
+                Some(base) => DirtyBlock::Patch(Patch::new(base, bs)),
+            };
+            fd.dirty.insert(index, block);
+        }
+        let complete = match fd.dirty.get_mut(&index) {
+            Some(DirtyBlock::Data(buf)) => {
+                buf[at..at + bytes.len()].copy_from_slice(bytes);
+                false
+            }
+            Some(DirtyBlock::Patch(patch)) => {
+                patch.write(at, bytes);
+                patch.is_complete()
+            }
             _ => unreachable!("block {index} was just made dirty"),
+        };
+        if complete {
+            // Every byte written: the stored block is not needed any more.
+            if let Some(DirtyBlock::Patch(patch)) = fd.dirty.remove(&index) {
+                fd.dirty.insert(index, DirtyBlock::Data(patch.bytes));
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a stored block dirty without changing it, so the next flush stores it again (at a
+    /// new length: the file's old partial last block, when the file grows past it).
+    fn touch_block(&self, fd: &mut FileData, index: u64) {
+        let bs = self.block_bytes();
+        let readable = block_count(fd.base_size.min(fd.min_size), bs);
+        if index < readable && !fd.dirty.contains_key(&index) {
+            self.shared.store.inner.dirty.add(bs);
+            fd.dirty.insert(index, DirtyBlock::Patch(Patch::new(None, bs as usize)));
         }
     }
 
     /// Drops a dirty block, returning its budget.
     pub(super) fn forget_block(&self, fd: &mut FileData, index: u64) {
-        if let Some(DirtyBlock::Data(_)) = fd.dirty.remove(&index) {
+        if fd.dirty.remove(&index).is_some_and(|b| b.holds_bytes()) {
             self.shared.store.inner.dirty.release(self.block_bytes());
         }
     }
 
-    /// Changes the size, keeping content canonical: the old partial last block is loaded when
-    /// the file grows past it; the new partial last block is loaded and its tail zeroed when
-    /// it shrinks.
+    /// Changes the size, keeping content canonical: the old partial last block is stored again
+    /// (longer) when the file grows past it; the new partial last block gets its tail zeroed
+    /// when it shrinks.
     pub(super) fn resize(&self, fd: &mut FileData, new_size: u64) -> Result<()> {
         let bs = self.block_bytes();
         if new_size > fd.size {
             if !fd.size.is_multiple_of(bs) {
-                self.block_for_write(fd, fd.size / bs, false)?;
+                self.touch_block(fd, fd.size / bs);
             }
         } else if new_size < fd.size {
             let keep = new_size.div_ceil(bs);
@@ -419,7 +453,8 @@ impl Volume {
             }
             if !new_size.is_multiple_of(bs) {
                 let cut = (new_size % bs) as usize;
-                self.block_for_write(fd, new_size / bs, false)?[cut..].fill(0);
+                let zeros = vec![0u8; bs as usize - cut];
+                self.write_block(fd, new_size / bs, cut, &zeros)?;
             }
             fd.min_size = fd.min_size.min(new_size);
         }
@@ -489,8 +524,8 @@ impl Volume {
                 self.forget_block(fd, index);
                 fd.dirty.insert(index, DirtyBlock::Id(BlockId::ZERO));
             } else {
-                let buf = self.block_for_write(fd, index, false)?;
-                buf[(s - block_start) as usize..(e - block_start) as usize].fill(0);
+                let zeros = vec![0u8; (e - s) as usize];
+                self.write_block(fd, index, (s - block_start) as usize, &zeros)?;
             }
         }
         Ok(())
@@ -524,7 +559,7 @@ impl Volume {
                 break None;
             }
             let is_zero = match fd.dirty.get(&index) {
-                Some(DirtyBlock::Data(_)) => Some(false),
+                Some(DirtyBlock::Data(_)) | Some(DirtyBlock::Patch(_)) => Some(false),
                 Some(DirtyBlock::Id(id)) => Some(id.is_zero()),
                 // Past the readable base everything up to the next dirty block is a hole:
                 // jump there rather than step block by block (a sparse 1 TiB file has 2^28).

@@ -8,12 +8,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 
 use super::Volume;
-use super::file_data::{DirtyBlock, FileData, NodeState};
+use super::dirty::DirtyBlock;
+use super::file_data::{FileData, NodeState};
 use crate::error::{Error, Result};
 use crate::ids::{BlockId, LayerId, MapRoot, NodeId, PageId};
 use crate::layer::{Stack, lookup};
 use crate::meta::records::Records;
-use crate::store::BlockStore;
+use crate::store::{BlockRead, BlockStore};
 use crate::store_dir::Store;
 use crate::tree::block_map::{self, PageSource, block_count};
 use crate::tree::node::Content;
@@ -139,6 +140,64 @@ fn hash_all(blocks: &[&[u8]]) -> Vec<BlockId> {
     })
 }
 
+/// Turns every patch into whole bytes: the blocks under the patches are read together (runs of
+/// adjacent blocks in one read each), then the written ranges are laid over them.
+fn merge_patches(store: &Store, guards: &mut [(NodeId, MutexGuard<'_, FileData>)]) -> Result<()> {
+    let bs = store.block_size() as u64;
+    let mut work: Vec<(usize, u64, BlockId)> = Vec::new();
+    {
+        let r = store.meta().read();
+        let pages = MetaPages {
+            meta: &r,
+            cache: store.pages(),
+        };
+        for (g, (_, fd)) in guards.iter().enumerate() {
+            let readable = block_count(fd.base_size.min(fd.min_size), bs);
+            let base_n = block_count(fd.base_size, bs);
+            for (index, block) in fd.dirty.iter() {
+                let DirtyBlock::Patch(patch) = block else {
+                    continue;
+                };
+                let base = match patch.base {
+                    Some(id) => id,
+                    None if *index < readable => {
+                        block_map::block_ids(&pages, fd.base_root, base_n, *index, 1)?[0]
+                    }
+                    None => BlockId::ZERO,
+                };
+                work.push((g, *index, base));
+            }
+        }
+    }
+    if work.is_empty() {
+        return Ok(());
+    }
+    let mut blocks: Vec<Box<[u8]>> = work
+        .iter()
+        .map(|_| vec![0u8; bs as usize].into_boxed_slice())
+        .collect();
+    let mut reads: Vec<BlockRead<'_>> = work
+        .iter()
+        .zip(blocks.iter_mut())
+        .filter(|((_, _, base), _)| !base.is_zero())
+        .map(|((_, _, base), block)| BlockRead {
+            id: *base,
+            dst: &mut block[..],
+            skip: 0,
+        })
+        .collect();
+    store.blocks().read_blocks(&mut reads, false)?;
+    drop(reads);
+    for ((g, index, _), mut block) in work.into_iter().zip(blocks) {
+        let fd = &mut guards[g].1;
+        if let Some(DirtyBlock::Patch(patch)) = fd.dirty.remove(&index) {
+            patch.apply(&mut block);
+            fd.dirty.insert(index, DirtyBlock::Data(block));
+        }
+    }
+    Ok(())
+}
+
 /// Pages of this flush not yet in the metadata, in front of the stored ones.
 struct FreshPages<'a> {
     fresh: HashMap<PageId, Arc<[u8]>>,
@@ -167,7 +226,9 @@ fn flush_locked(store: &Store, stack: &Stack, states: &[(NodeId, Arc<NodeState>)
         return Ok(());
     }
 
-    // 1. Hash new bytes and store the blocks the store lacks.
+    // 1. Merge patches with the blocks under them, then hash new bytes and store the blocks
+    //    the store lacks.
+    merge_patches(store, &mut guards)?;
     let mut plans = Vec::with_capacity(guards.len());
     {
         let mut slices: Vec<&[u8]> = Vec::new();
@@ -187,6 +248,7 @@ fn flush_locked(store: &Store, stack: &Stack, states: &[(NodeId, Arc<NodeState>)
                     DirtyBlock::Id(id) => {
                         changes.insert(*index, *id);
                     }
+                    DirtyBlock::Patch(_) => unreachable!("patches are merged before hashing"),
                 }
             }
             plans.push(Plan {
@@ -275,7 +337,7 @@ fn flush_locked(store: &Store, stack: &Stack, states: &[(NodeId, Arc<NodeState>)
         released += fd
             .dirty
             .values()
-            .filter(|b| matches!(b, DirtyBlock::Data(_)))
+            .filter(|b| b.holds_bytes())
             .count() as u64;
         fd.dirty.clear();
         fd.mtime = None;

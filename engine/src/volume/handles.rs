@@ -108,7 +108,7 @@ impl Volume {
             let data = fd
                 .dirty
                 .values()
-                .filter(|b| matches!(b, super::file_data::DirtyBlock::Data(_)))
+                .filter(|b| b.holds_bytes())
                 .count() as u64;
             fd.dirty.clear();
             fd.mtime = None;

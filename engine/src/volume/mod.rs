@@ -8,6 +8,7 @@
 
 mod attr;
 mod copy_range;
+mod dirty;
 mod file_data;
 mod flush;
 mod handles;
