@@ -1,6 +1,6 @@
 //! gc running while views read and write (DESIGN.md invariant 8 under concurrency): writers,
-//! readers and a gc that rewrites every pack holding garbage, all on the same files at once for
-//! a few seconds. Every write fills one half of a 4 KiB block (so the block is read, modified and
+//! readers, flushes and a gc that rewrites every pack holding garbage, all on the same files at
+//! once for a few seconds. Every write fills one half of a 4 KiB block (so the block is read, modified and
 //! written) with one byte value, so a reader can
 //! tell a correct block (uniform) from a wrong one without locking out the writers. Nothing
 //! deadlocks (a watchdog fails the test), every read is block-consistent, the final contents
@@ -90,6 +90,19 @@ fn gc_never_takes_blocks_from_live_readers_and_writers() {
             }
         }));
     }
+    // Flushes of every file while the writers keep writing them: the generation in flight
+    // must stay readable, and writes landing meanwhile must survive into the next flush.
+    let syncer = {
+        let (sv, sstop) = (v.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut flushes = 0;
+            while !sstop.load(Ordering::SeqCst) {
+                sv.sync().unwrap();
+                flushes += 1;
+            }
+            flushes
+        })
+    };
     let gc = {
         let (t, stop) = (t.clone(), stop.clone());
         std::thread::spawn(move || {
@@ -112,6 +125,8 @@ fn gc_never_takes_blocks_from_live_readers_and_writers() {
         w.join().unwrap();
     }
     let gc_runs = gc.join().unwrap();
+    let flushes = syncer.join().unwrap();
+    assert!(flushes > 0, "no flush ran");
     done.store(true, Ordering::SeqCst);
     watchdog.join().unwrap();
     assert!(gc_runs > 0, "gc never ran");

@@ -272,7 +272,6 @@ pub fn rename(
     ctx: Ctx,
 ) -> Result<Option<Unlinked>> {
     check_name(name)?;
-    check_name(new_name)?;
     if flags.noreplace && flags.exchange {
         return Err(Error::InvalidInput(
             "RENAME_NOREPLACE with RENAME_EXCHANGE".into(),
@@ -283,6 +282,8 @@ pub fn rename(
     let layers = &stack.layers;
     let (src, src_kind) =
         lookup::entry(w, layers, parent, name)?.ok_or_else(|| Error::NotFound(name_text(name)))?;
+    // The new name is checked once the source is found (rename(2) answers ENOENT first).
+    check_name(new_name)?;
     let dst = lookup::entry(w, layers, new_parent, new_name)?;
     if flags.exchange {
         let (dst, dst_kind) = dst.ok_or_else(|| Error::NotFound(name_text(new_name)))?;

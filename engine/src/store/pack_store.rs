@@ -32,8 +32,10 @@ pub struct BlockRead<'a> {
 
 impl BlockRead<'_> {
     fn fill(&mut self, block: &[u8]) {
-        let available = block.len().saturating_sub(self.skip).min(self.dst.len());
-        self.dst[..available].copy_from_slice(&block[self.skip..self.skip + available]);
+        // A stored last block is as long as the file was; a read may start past its end.
+        let start = self.skip.min(block.len());
+        let available = (block.len() - start).min(self.dst.len());
+        self.dst[..available].copy_from_slice(&block[start..start + available]);
         self.dst[available..].fill(0);
     }
 }
@@ -572,5 +574,25 @@ impl BlockStore for PackStore {
             }));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod fill_tests {
+    use super::*;
+
+    #[test]
+    fn a_read_past_the_end_of_a_short_block_gives_zeros() {
+        for (skip, block, want) in [(3, &[1u8][..], [0u8; 4]), (1, &[1, 2, 3][..], [2, 3, 0, 0])] {
+            let mut dst = [7u8; 4];
+            let (id, dst_ref) = (BlockId::ZERO, &mut dst[..]);
+            BlockRead {
+                id,
+                dst: dst_ref,
+                skip,
+            }
+            .fill(block);
+            assert_eq!(dst, want);
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The background flusher: every interval, makes dirty data and metadata durable, so any
-//! change is durable within a bounded time. It holds only a weak reference to the store and
-//! exits when the store closes. Its errors are kept for the next fsync to report.
+//! change is durable within a bounded time; and early, when writers nudge it because dirty
+//! data passed half the limit, so writers rarely have to flush themselves. It holds only a
+//! weak reference to the store and exits when the store closes. Its errors are kept for the
+//! next fsync to report.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -8,32 +10,51 @@ use std::time::Duration;
 use super::Store;
 
 #[derive(Default)]
+struct Signals {
+    stopped: bool,
+    nudged: bool,
+}
+
+#[derive(Default)]
 pub(super) struct Flusher {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    signals: Arc<(Mutex<Signals>, Condvar)>,
 }
 
 impl Flusher {
     pub fn stop(&self) {
-        let (lock, wake) = &*self.stop;
-        *lock.lock().unwrap() = true;
+        let (lock, wake) = &*self.signals;
+        lock.lock().unwrap().stopped = true;
         wake.notify_all();
+    }
+
+    /// Asks for a flush now rather than at the next interval.
+    pub fn nudge(&self) {
+        let (lock, wake) = &*self.signals;
+        let mut signals = lock.lock().unwrap();
+        if !signals.nudged {
+            signals.nudged = true;
+            wake.notify_all();
+        }
     }
 }
 
 pub(super) fn start(store: &Store, interval: Duration) {
     let weak = Arc::downgrade(&store.inner);
-    let stop = store.inner.flusher.stop.clone();
+    let signals = store.inner.flusher.signals.clone();
     let spawned = std::thread::Builder::new()
         .name("tessera-flush".into())
         .spawn(move || {
             loop {
                 {
-                    let (lock, wake) = &*stop;
-                    let stopped = lock.lock().unwrap();
-                    let (stopped, _) = wake.wait_timeout(stopped, interval).unwrap();
-                    if *stopped {
+                    let (lock, wake) = &*signals;
+                    let mut state = lock.lock().unwrap();
+                    if !state.nudged && !state.stopped {
+                        state = wake.wait_timeout(state, interval).unwrap().0;
+                    }
+                    if state.stopped {
                         return;
                     }
+                    state.nudged = false;
                 }
                 let Some(inner) = weak.upgrade() else { return };
                 let store = Store { inner };

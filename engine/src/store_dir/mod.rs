@@ -274,6 +274,10 @@ impl Store {
     /// before they take any lock.
     pub(crate) fn make_room(&self, incoming: u64) -> Result<()> {
         let dirty = &self.inner.dirty;
+        if dirty.held() + incoming > dirty.limit / 2 {
+            // The background flusher stores what is dirty while writers go on.
+            self.inner.flusher.nudge();
+        }
         if dirty.held() + incoming > dirty.limit {
             self.flush_all()?;
         }

@@ -2,6 +2,7 @@
 //! destination references the source's block ids; no data moves); the rest is copied.
 
 use super::dirty::DirtyBlock;
+use super::file_data::Below;
 use super::{Volume, now_ns};
 use crate::error::{Error, Result};
 use crate::ids::{BlockId, NodeId};
@@ -25,7 +26,8 @@ impl Volume {
         let mut out = Vec::new();
         for state in states {
             let fd = state.data.lock().unwrap();
-            out.extend(fd.dirty.values().filter_map(|b| match b {
+            let in_flight = fd.inflight.iter().flat_map(|f| f.blocks.values());
+            out.extend(fd.dirty.values().chain(in_flight).filter_map(|b| match b {
                 DirtyBlock::Id(id) if !id.is_zero() => Some(*id),
                 DirtyBlock::Patch(patch) => patch.base.filter(|id| !id.is_zero()),
                 _ => None,
@@ -89,8 +91,7 @@ impl Volume {
         let ids: Vec<BlockId> = {
             let state = self.state(&stack, src)?;
             let fd = state.data.lock().unwrap();
-            let readable = block_count(fd.base_size.min(fd.min_size), bs);
-            let base_end = (first + count).min(readable);
+            let base_end = (first + count).min(block_count(fd.base_size, bs));
             let base = if first < base_end {
                 self.base_ids(&fd, first, base_end - first)?
             } else {
@@ -98,14 +99,14 @@ impl Volume {
             };
             let mut ids = Vec::new();
             for index in first..first + count {
-                let id = match fd.dirty.get(&index) {
+                let id = match self.layered(&fd, index) {
                     // Unflushed bytes have no id to share.
                     Some(DirtyBlock::Data(_)) | Some(DirtyBlock::Patch(_)) => break,
                     Some(DirtyBlock::Id(id)) => *id,
-                    None => base
-                        .get((index - first) as usize)
-                        .copied()
-                        .unwrap_or(BlockId::ZERO),
+                    None => match self.below(&fd, index) {
+                        Below::Base => base[(index - first) as usize],
+                        _ => BlockId::ZERO,
+                    },
                 };
                 ids.push(id);
             }

@@ -1,10 +1,16 @@
 //! Dirty blocks: what a view changed in a file's blocks and has not flushed yet.
 //!
+//! Two generations of them exist per file: the dirty blocks writes change now, and the ones a
+//! flush took over (`InFlight`) and is storing, which reads still see until its commit. So a
+//! flush holds a file's lock only to swap the generations, never across its I/O.
+//!
 //! A write that covers a whole block replaces it (`Data`). A write that covers part of a
 //! stored block does not read it: the written ranges are kept as a `Patch` over the block, and
 //! the stored bytes are merged in only when someone reads the block or the flush stores it —
 //! where blocks are read together, in pack order. So random small writes cost a memory copy,
 //! not a disk read each (`tessera bench mount`, fio randwrite).
+
+use std::collections::BTreeMap;
 
 use crate::ids::BlockId;
 
@@ -24,6 +30,31 @@ impl DirtyBlock {
     pub fn holds_bytes(&self) -> bool {
         matches!(self, DirtyBlock::Data(_) | DirtyBlock::Patch(_))
     }
+
+    /// A new dirty block starting from this one (a block of the generation in flight that a
+    /// write changes again): bytes are copied, ids referenced.
+    pub fn copy(&self) -> DirtyBlock {
+        match self {
+            DirtyBlock::Data(bytes) => DirtyBlock::Data(bytes.clone()),
+            DirtyBlock::Id(id) => DirtyBlock::Id(*id),
+            DirtyBlock::Patch(patch) => DirtyBlock::Patch(Patch {
+                base: patch.base,
+                bytes: patch.bytes.clone(),
+                valid: patch.valid.clone(),
+            }),
+        }
+    }
+}
+
+/// The dirty blocks a flush took over, with the file's size and truncation point at that
+/// moment. Immutable; dropped when the flush committed them.
+pub(crate) struct InFlight {
+    pub blocks: BTreeMap<u64, DirtyBlock>,
+    pub size: u64,
+    /// The smallest size since the previous flush: stored blocks from there on are gone.
+    pub min_size: u64,
+    /// The modification time to record.
+    pub mtime: Option<i64>,
 }
 
 /// Bytes written over part of a stored block.

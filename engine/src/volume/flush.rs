@@ -1,15 +1,18 @@
-//! Flushing dirty file data: hash the dirty blocks (in parallel), store the ones the store
-//! lacks (dedup), rewrite the block-map pages on their paths, record the new roots, and commit
-//! — packs synced first, then one metadata transaction. Also commit's freeze of the writable
-//! layer, which must flush under the same lock.
+//! Flushing dirty file data. Under each file's lock only the generations are swapped: the dirty
+//! blocks go in flight (reads still see them) and writes start a new generation. Then, with no
+//! file locked: the blocks under patches are read (together, in pack order), new bytes hashed
+//! (in parallel), the blocks the store lacks stored (dedup), the block-map pages on their paths
+//! rewritten, the new roots recorded, and everything committed — packs synced first, then one
+//! metadata transaction. Last, each file's base becomes the committed map. Also commit's
+//! freeze of the writable layer, which flushes under the same lock.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
 
 use super::Volume;
-use super::dirty::DirtyBlock;
-use super::file_data::{FileData, NodeState};
+use super::dirty::{DirtyBlock, InFlight};
+use super::file_data::NodeState;
 use crate::error::{Error, Result};
 use crate::ids::{BlockId, LayerId, MapRoot, NodeId, PageId};
 use crate::layer::{Stack, lookup};
@@ -20,14 +23,13 @@ use crate::tree::block_map::{self, PageSource, block_count};
 use crate::tree::node::Content;
 use crate::tree::pages::MetaPages;
 
-/// What one node's flush changes.
-struct Plan {
+/// One file's generation in flight, and the base it applies to.
+struct Flight {
     node: NodeId,
-    old_n: u64,
-    kept_n: u64,
-    new_n: u64,
-    size: u64,
-    changes: BTreeMap<u64, BlockId>,
+    state: Arc<NodeState>,
+    blocks: Arc<InFlight>,
+    base_root: MapRoot,
+    base_size: u64,
 }
 
 impl Volume {
@@ -140,64 +142,6 @@ fn hash_all(blocks: &[&[u8]]) -> Vec<BlockId> {
     })
 }
 
-/// Turns every patch into whole bytes: the blocks under the patches are read together (runs of
-/// adjacent blocks in one read each), then the written ranges are laid over them.
-fn merge_patches(store: &Store, guards: &mut [(NodeId, MutexGuard<'_, FileData>)]) -> Result<()> {
-    let bs = store.block_size() as u64;
-    let mut work: Vec<(usize, u64, BlockId)> = Vec::new();
-    {
-        let r = store.meta().read();
-        let pages = MetaPages {
-            meta: &r,
-            cache: store.pages(),
-        };
-        for (g, (_, fd)) in guards.iter().enumerate() {
-            let readable = block_count(fd.base_size.min(fd.min_size), bs);
-            let base_n = block_count(fd.base_size, bs);
-            for (index, block) in fd.dirty.iter() {
-                let DirtyBlock::Patch(patch) = block else {
-                    continue;
-                };
-                let base = match patch.base {
-                    Some(id) => id,
-                    None if *index < readable => {
-                        block_map::block_ids(&pages, fd.base_root, base_n, *index, 1)?[0]
-                    }
-                    None => BlockId::ZERO,
-                };
-                work.push((g, *index, base));
-            }
-        }
-    }
-    if work.is_empty() {
-        return Ok(());
-    }
-    let mut blocks: Vec<Box<[u8]>> = work
-        .iter()
-        .map(|_| vec![0u8; bs as usize].into_boxed_slice())
-        .collect();
-    let mut reads: Vec<BlockRead<'_>> = work
-        .iter()
-        .zip(blocks.iter_mut())
-        .filter(|((_, _, base), _)| !base.is_zero())
-        .map(|((_, _, base), block)| BlockRead {
-            id: *base,
-            dst: &mut block[..],
-            skip: 0,
-        })
-        .collect();
-    store.blocks().read_blocks(&mut reads, false)?;
-    drop(reads);
-    for ((g, index, _), mut block) in work.into_iter().zip(blocks) {
-        let fd = &mut guards[g].1;
-        if let Some(DirtyBlock::Patch(patch)) = fd.dirty.remove(&index) {
-            patch.apply(&mut block);
-            fd.dirty.insert(index, DirtyBlock::Data(block));
-        }
-    }
-    Ok(())
-}
-
 /// Pages of this flush not yet in the metadata, in front of the stored ones.
 struct FreshPages<'a> {
     fresh: HashMap<PageId, Arc<[u8]>>,
@@ -214,138 +158,249 @@ impl PageSource for FreshPages<'_> {
 }
 
 fn flush_locked(store: &Store, stack: &Stack, states: &[(NodeId, Arc<NodeState>)]) -> Result<()> {
-    let bs = store.block_size() as u64;
-    let mut sorted: Vec<_> = states.iter().filter(|(_, s)| s.is_file).collect();
-    sorted.sort_by_key(|(id, _)| *id);
-    let mut guards: Vec<(NodeId, MutexGuard<'_, FileData>)> = sorted
-        .iter()
-        .map(|(id, s)| (*id, s.data.lock().unwrap()))
-        .filter(|(_, fd)| !fd.is_clean())
-        .collect();
-    if guards.is_empty() {
+    let flights = take_off(states);
+    if flights.is_empty() {
         return Ok(());
     }
+    let stored = store_flights(store, stack, &flights);
+    land(store, &flights, stored.as_ref().ok());
+    stored.map(|_| ())
+}
 
-    // 1. Merge patches with the blocks under them, then hash new bytes and store the blocks
-    //    the store lacks.
-    merge_patches(store, &mut guards)?;
-    let mut plans = Vec::with_capacity(guards.len());
+/// Swaps generations: each changed file's dirty blocks go in flight, under its lock only for
+/// that moment.
+fn take_off(states: &[(NodeId, Arc<NodeState>)]) -> Vec<Flight> {
+    let mut sorted: Vec<_> = states.iter().filter(|(_, s)| s.is_file).collect();
+    sorted.sort_by_key(|(id, _)| *id);
+    let mut flights = Vec::new();
+    for (node, state) in sorted {
+        let mut fd = state.data.lock().unwrap();
+        debug_assert!(fd.inflight.is_none(), "flushes are serialized");
+        if fd.inflight.is_some() || !fd.has_changes() {
+            continue;
+        }
+        let blocks = Arc::new(InFlight {
+            blocks: std::mem::take(&mut fd.dirty),
+            size: fd.size,
+            min_size: fd.min_size,
+            mtime: fd.mtime.take(),
+        });
+        fd.inflight = Some(blocks.clone());
+        fd.min_size = fd.size;
+        flights.push(Flight {
+            node: *node,
+            state: state.clone(),
+            blocks,
+            base_root: fd.base_root,
+            base_size: fd.base_size,
+        });
+    }
+    flights
+}
+
+/// Stores every flight's blocks and records the new block maps; returns each file's new root
+/// (`None`: the node was deleted meanwhile, its data goes with it).
+fn store_flights(store: &Store, stack: &Stack, flights: &[Flight]) -> Result<Vec<Option<MapRoot>>> {
+    let bs = store.block_size() as u64;
+    let merged = merge_patches(store, flights)?;
+    let mut changes: Vec<BTreeMap<u64, BlockId>> = vec![BTreeMap::new(); flights.len()];
     {
         let mut slices: Vec<&[u8]> = Vec::new();
         let mut owners: Vec<(usize, u64)> = Vec::new();
-        for (g, (node, fd)) in guards.iter().enumerate() {
-            let mut changes = BTreeMap::new();
-            for (index, block) in fd.dirty.iter() {
+        for (f, flight) in flights.iter().enumerate() {
+            let size = flight.blocks.size;
+            for (index, block) in &flight.blocks.blocks {
                 let start = index * bs;
-                if start >= fd.size {
+                if start >= size {
                     continue;
                 }
+                let len = (size - start).min(bs) as usize;
                 match block {
-                    DirtyBlock::Data(buf) => {
-                        slices.push(&buf[..(fd.size - start).min(bs) as usize]);
-                        owners.push((g, *index));
-                    }
+                    DirtyBlock::Data(buf) => slices.push(&buf[..len]),
+                    DirtyBlock::Patch(_) => slices.push(&merged[&(f, *index)][..len]),
                     DirtyBlock::Id(id) => {
-                        changes.insert(*index, *id);
+                        changes[f].insert(*index, *id);
+                        continue;
                     }
-                    DirtyBlock::Patch(_) => unreachable!("patches are merged before hashing"),
                 }
+                owners.push((f, *index));
             }
-            plans.push(Plan {
-                node: *node,
-                old_n: block_count(fd.base_size, bs),
-                kept_n: block_count(fd.base_size.min(fd.min_size), bs),
-                new_n: block_count(fd.size, bs),
-                size: fd.size,
-                changes,
-            });
         }
         let ids = hash_all(&slices);
         let blocks: Vec<(BlockId, &[u8])> =
             ids.iter().copied().zip(slices.iter().copied()).collect();
         store.blocks().put(&blocks)?;
-        for ((g, index), id) in owners.into_iter().zip(ids) {
-            plans[g].changes.insert(index, id);
+        for ((f, index), id) in owners.into_iter().zip(ids) {
+            changes[f].insert(index, id);
         }
     }
-
-    // 2. Record the new block maps (one metadata operation for every node).
-    let mtimes: Vec<_> = guards.iter().map(|(_, fd)| fd.mtime).collect();
     let roots = store.meta().write(|w| {
-        let mut roots = Vec::with_capacity(plans.len());
-        for (plan, mtime) in plans.iter().zip(&mtimes) {
-            let Some((_, mut record)) = lookup::node(w, &stack.layers, plan.node)? else {
-                roots.push(None); // deleted while dirty: the data goes with it
-                continue;
-            };
-            let Content::File {
-                root,
-                stored_blocks,
-                ..
-            } = record.content
-            else {
-                return Err(Error::Corrupt(format!(
-                    "node {} stopped being a file",
-                    plan.node
-                )));
-            };
-            let (new_root, stored, pages) = {
-                let mut src = FreshPages {
-                    fresh: HashMap::new(),
-                    stored: MetaPages {
-                        meta: &*w,
-                        cache: store.pages(),
-                    },
-                };
-                let cut = block_map::update(&src, root, plan.old_n, plan.kept_n, &BTreeMap::new())?;
-                for (id, page) in &cut.pages {
-                    src.fresh.insert(*id, Arc::from(page.as_slice()));
-                }
-                let grown =
-                    block_map::update(&src, cut.root, plan.kept_n, plan.new_n, &plan.changes)?;
-                let stored = (stored_blocks as i64 + cut.stored_delta + grown.stored_delta).max(0);
-                let mut pages = cut.pages;
-                pages.extend(grown.pages);
-                (grown.root, stored as u64, pages)
-            };
-            for (id, page) in pages {
-                if !w.has_page(&id)? {
-                    w.put_page(&id, &page);
-                }
-            }
-            record.content = Content::File {
-                size: plan.size,
-                root: new_root,
-                stored_blocks: stored,
-            };
-            if let Some(t) = mtime {
-                record.mtime = *t;
-                record.ctime = *t;
-            }
-            w.put_node(stack.upper()?, plan.node, &record);
-            roots.push(Some(new_root));
+        let mut roots = Vec::with_capacity(flights.len());
+        for (flight, changes) in flights.iter().zip(&changes) {
+            roots.push(record_flight(store, stack, w, flight, changes)?);
         }
         Ok(roots)
     })?;
-
-    // 3. Durable: packs synced, then the metadata committed with their lengths.
     store.commit_metadata()?;
+    Ok(roots)
+}
 
-    // 4. The dirty blocks are now the base.
+/// Rewrites one file's block map for its flight and records it (size, root, stored blocks,
+/// modification time).
+fn record_flight(
+    store: &Store,
+    stack: &Stack,
+    w: &mut crate::meta::Writer<'_>,
+    flight: &Flight,
+    changes: &BTreeMap<u64, BlockId>,
+) -> Result<Option<MapRoot>> {
+    let bs = store.block_size() as u64;
+    let Some((_, mut record)) = lookup::node(w, &stack.layers, flight.node)? else {
+        return Ok(None);
+    };
+    let Content::File {
+        root,
+        stored_blocks,
+        ..
+    } = record.content
+    else {
+        return Err(Error::Corrupt(format!(
+            "node {} stopped being a file",
+            flight.node
+        )));
+    };
+    let size = flight.blocks.size;
+    let old_n = block_count(flight.base_size, bs);
+    let kept_n = block_count(flight.base_size.min(flight.blocks.min_size), bs);
+    let new_n = block_count(size, bs);
+    let (new_root, stored, pages) = {
+        let mut src = FreshPages {
+            fresh: HashMap::new(),
+            stored: MetaPages {
+                meta: &*w,
+                cache: store.pages(),
+            },
+        };
+        let cut = block_map::update(&src, root, old_n, kept_n, &BTreeMap::new())?;
+        for (id, page) in &cut.pages {
+            src.fresh.insert(*id, Arc::from(page.as_slice()));
+        }
+        let grown = block_map::update(&src, cut.root, kept_n, new_n, changes)?;
+        let stored = (stored_blocks as i64 + cut.stored_delta + grown.stored_delta).max(0);
+        let mut pages = cut.pages;
+        pages.extend(grown.pages);
+        (grown.root, stored as u64, pages)
+    };
+    for (id, page) in pages {
+        if !w.has_page(&id)? {
+            w.put_page(&id, &page);
+        }
+    }
+    record.content = Content::File {
+        size,
+        root: new_root,
+        stored_blocks: stored,
+    };
+    if let Some(t) = flight.blocks.mtime {
+        record.mtime = t;
+        record.ctime = t;
+    }
+    w.put_node(stack.upper()?, flight.node, &record);
+    Ok(Some(new_root))
+}
+
+/// Whole blocks made from patches, by (flight, block index).
+type Merged = HashMap<(usize, u64), Box<[u8]>>;
+
+/// The whole bytes of every patch in flight: the blocks under the patches are read together
+/// (runs of adjacent blocks in one read each), then the written ranges laid over them.
+fn merge_patches(store: &Store, flights: &[Flight]) -> Result<Merged> {
+    let bs = store.block_size() as u64;
+    let mut work: Vec<((usize, u64), BlockId)> = Vec::new();
+    {
+        let r = store.meta().read();
+        let pages = MetaPages {
+            meta: &r,
+            cache: store.pages(),
+        };
+        for (f, flight) in flights.iter().enumerate() {
+            let base_n = block_count(flight.base_size, bs);
+            for (index, block) in &flight.blocks.blocks {
+                let DirtyBlock::Patch(patch) = block else {
+                    continue;
+                };
+                // A patch without a base id lies over the base (see `Volume::start_dirty`).
+                let base = match patch.base {
+                    Some(id) => id,
+                    None if *index < base_n => {
+                        block_map::block_ids(&pages, flight.base_root, base_n, *index, 1)?[0]
+                    }
+                    None => BlockId::ZERO,
+                };
+                work.push(((f, *index), base));
+            }
+        }
+    }
+    let mut blocks: Vec<Box<[u8]>> = work
+        .iter()
+        .map(|_| vec![0u8; bs as usize].into_boxed_slice())
+        .collect();
+    let mut reads: Vec<BlockRead<'_>> = work
+        .iter()
+        .zip(blocks.iter_mut())
+        .filter(|((_, base), _)| !base.is_zero())
+        .map(|((_, base), block)| BlockRead {
+            id: *base,
+            dst: &mut block[..],
+            skip: 0,
+        })
+        .collect();
+    store.blocks().read_blocks(&mut reads, false)?;
+    drop(reads);
+    let mut out = HashMap::with_capacity(work.len());
+    for (((f, index), _), mut block) in work.into_iter().zip(blocks) {
+        if let Some(DirtyBlock::Patch(patch)) = flights[f].blocks.blocks.get(&index) {
+            patch.apply(&mut block);
+        }
+        out.insert((f, index), block);
+    }
+    Ok(out)
+}
+
+/// Ends the flights. Stored: each file's base becomes its committed map. Failed: the blocks go
+/// back under the newer dirty ones, to be flushed again.
+fn land(store: &Store, flights: &[Flight], roots: Option<&Vec<Option<MapRoot>>>) {
+    let bs = store.block_size() as u64;
     let mut released = 0;
-    for ((_, fd), (plan, root)) in guards.iter_mut().zip(plans.iter().zip(roots)) {
-        released += fd
-            .dirty
-            .values()
-            .filter(|b| b.holds_bytes())
-            .count() as u64;
-        fd.dirty.clear();
-        fd.mtime = None;
-        fd.size = plan.size;
-        fd.base_size = plan.size;
-        fd.min_size = plan.size;
-        fd.base_root = root.unwrap_or(MapRoot::ZERO);
+    for (f, flight) in flights.iter().enumerate() {
+        let mut fd = flight.state.data.lock().unwrap();
+        fd.inflight = None;
+        match roots {
+            Some(roots) => {
+                fd.base_root = roots[f].unwrap_or(MapRoot::ZERO);
+                fd.base_size = flight.blocks.size;
+                released += flight
+                    .blocks
+                    .blocks
+                    .values()
+                    .filter(|b| b.holds_bytes())
+                    .count() as u64;
+            }
+            None => {
+                // The generation in flight lies under the dirty one again: blocks the dirty
+                // generation replaced or cut off are dropped.
+                let cut = block_count(fd.min_size, bs);
+                for (index, block) in &flight.blocks.blocks {
+                    if fd.dirty.contains_key(index) || *index >= cut {
+                        released += block.holds_bytes() as u64;
+                    } else {
+                        fd.dirty.insert(*index, block.copy());
+                    }
+                }
+                fd.min_size = fd.min_size.min(flight.blocks.min_size);
+                fd.mtime = fd.mtime.or(flight.blocks.mtime);
+            }
+        }
     }
     store.inner.dirty.release(released * bs);
-    Ok(())
 }

@@ -105,15 +105,13 @@ impl Volume {
         self.shared.evictions.fetch_add(1, Ordering::SeqCst);
         if let Some(state) = state {
             let mut fd = state.data.lock().unwrap();
-            let data = fd
-                .dirty
-                .values()
-                .filter(|b| b.holds_bytes())
-                .count() as u64;
+            let data = fd.dirty.values().filter(|b| b.holds_bytes()).count() as u64;
             fd.dirty.clear();
             fd.mtime = None;
-            fd.size = fd.base_size;
-            fd.min_size = fd.base_size;
+            // What a flush in flight stores lands as usual (and releases its own budget).
+            let size = fd.inflight.as_ref().map_or(fd.base_size, |f| f.size);
+            fd.size = size;
+            fd.min_size = size;
             self.shared
                 .store
                 .inner

@@ -13,6 +13,8 @@ mod file_data;
 mod flush;
 mod handles;
 mod namespace;
+mod read;
+mod write;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

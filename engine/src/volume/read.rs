@@ -1,0 +1,218 @@
+//! Reading a file of a view: the dirty bytes are copied under the file's lock, then the blocks
+//! still needed (in flight by id, or the base's) are read without it, adjacent blocks of one
+//! pack in one read, and patched bytes are laid over them. Also SEEK_DATA / SEEK_HOLE.
+
+use std::sync::atomic::Ordering;
+
+use super::Volume;
+use super::dirty::DirtyBlock;
+use super::file_data::{Below, FileData};
+use crate::error::{Error, Result};
+use crate::ids::{BlockId, NodeId};
+use crate::store::BlockRead;
+use crate::tree::block_map::{self, block_count};
+use crate::tree::node::{Content, FileKind};
+use crate::tree::pages::MetaPages;
+use crate::volume::SeekTarget;
+
+/// A read's buffer with the dirty bytes in place, the blocks still to read into it, and the
+/// patched bytes to lay over those (offset in the buffer, bytes).
+type ReadPlan = (Vec<u8>, Vec<Fetch>, Vec<(usize, Vec<u8>)>);
+
+/// Where one block of a read comes from.
+struct Fetch {
+    index: u64,
+    id: BlockId,
+}
+
+impl Volume {
+    /// Reads up to `len` bytes at `offset` (fewer at the end of the file).
+    pub fn read(&self, node: NodeId, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let _blocks_stay = self.shared.store.block_read_guard();
+        let stack = self.stack();
+        let (mut out, fetch, overlays) = match self.existing_state(node) {
+            Some(state) if state.is_file => {
+                let fd = state.data.lock().unwrap();
+                self.plan_read(&fd, offset, len)?
+            }
+            _ => {
+                let record = self.record(&stack, node)?;
+                let Content::File { size, root, .. } = record.content else {
+                    return Err(match record.kind {
+                        FileKind::Dir => Error::IsDir(format!("node {node}")),
+                        _ => Error::InvalidInput(format!("node {node} is not a regular file")),
+                    });
+                };
+                self.plan_read(&FileData::at(size, root), offset, len)?
+            }
+        };
+        drop(stack);
+        self.fetch(offset, &mut out, fetch)?;
+        for (at, bytes) in overlays {
+            out[at..at + bytes.len()].copy_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+
+    /// Reads the planned blocks into their places in `out` (which starts at file `offset`),
+    /// adjacent blocks of one pack in one read.
+    fn fetch(&self, offset: u64, out: &mut [u8], mut fetch: Vec<Fetch>) -> Result<()> {
+        let bs = self.block_bytes();
+        fetch.retain(|f| !f.id.is_zero());
+        fetch.sort_by_key(|f| f.index);
+        let end = offset + out.len() as u64;
+        let mut reads = Vec::with_capacity(fetch.len());
+        let mut rest: &mut [u8] = out;
+        let mut rest_at = offset;
+        for Fetch { index, id } in fetch {
+            let block_start = index * bs;
+            let (s, e) = (offset.max(block_start), end.min(block_start + bs));
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut((s - rest_at) as usize);
+            let (dst, tail) = tail.split_at_mut((e - s) as usize);
+            rest = tail;
+            rest_at = e;
+            reads.push(BlockRead {
+                id,
+                dst,
+                skip: (s - block_start) as usize,
+            });
+        }
+        let cached = self.shared.cache_reads.load(Ordering::Relaxed);
+        self.shared.store.blocks().read_blocks(&mut reads, cached)
+    }
+
+    /// Copies the bytes held in memory for the range into a new buffer and lists the blocks
+    /// still to read, and the patched bytes to lay over them once read.
+    fn plan_read(&self, fd: &FileData, offset: u64, len: usize) -> Result<ReadPlan> {
+        let bs = self.block_bytes();
+        let end = offset.saturating_add(len as u64).min(fd.size);
+        if offset >= end {
+            return Ok((Vec::new(), Vec::new(), Vec::new()));
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        let (first, last) = (offset / bs, (end - 1) / bs);
+        let mut fetch = Vec::new();
+        let mut from_base = Vec::new();
+        let mut overlays = Vec::new();
+        for index in first..=last {
+            let block_start = index * bs;
+            let (s, e) = (offset.max(block_start), end.min(block_start + bs));
+            let (in_block, in_out) = ((s - block_start) as usize, (s - offset) as usize);
+            let Some(block) = self.layered(fd, index) else {
+                if let Below::Base = self.below(fd, index) {
+                    from_base.push(index);
+                }
+                continue;
+            };
+            match block {
+                DirtyBlock::Data(buf) => {
+                    out[in_out..in_out + (e - s) as usize]
+                        .copy_from_slice(&buf[in_block..(e - block_start) as usize]);
+                }
+                DirtyBlock::Id(id) => fetch.push(Fetch { index, id: *id }),
+                DirtyBlock::Patch(patch) => {
+                    for (at, bytes) in patch.window(in_block, (e - block_start) as usize) {
+                        overlays.push((in_out + at - in_block, bytes));
+                    }
+                    // A patch without a base id lies over the base (see `write_block`).
+                    match patch.base {
+                        Some(id) => fetch.push(Fetch { index, id }),
+                        None => from_base.push(index),
+                    }
+                }
+            }
+        }
+        if let (Some(&lo), Some(&hi)) = (from_base.first(), from_base.last()) {
+            let ids = self.base_ids(fd, lo, hi - lo + 1)?;
+            for index in from_base {
+                fetch.push(Fetch {
+                    index,
+                    id: ids[(index - lo) as usize],
+                });
+            }
+        }
+        Ok((out, fetch, overlays))
+    }
+
+    /// `lseek` with SEEK_DATA or SEEK_HOLE. Zero blocks are holes; the end of the file is a
+    /// hole. `NotFound` (ENXIO) when there is no such place at or after `offset`.
+    pub fn seek(&self, node: NodeId, offset: u64, target: SeekTarget) -> Result<u64> {
+        let stack = self.stack();
+        let state = self.file_state(&stack, node)?;
+        let fd = state.data.lock().unwrap();
+        if offset >= fd.size {
+            return Err(Error::NotFound(format!(
+                "no data or hole past offset {offset}"
+            )));
+        }
+        let bs = self.block_bytes();
+        let n = block_count(fd.size, bs);
+        let base_n = block_count(fd.base_size, bs);
+        let store = &self.shared.store;
+        let r = store.meta().read();
+        let pages = MetaPages {
+            meta: &r,
+            cache: store.pages(),
+        };
+        let want_zero = target == SeekTarget::Hole;
+        // The base is readable below this index (a truncation of either generation cuts it).
+        let mut base_end = fd.base_size.min(fd.min_size);
+        if let Some(flight) = &fd.inflight {
+            base_end = base_end.min(flight.min_size);
+        }
+        let base_end = block_count(base_end, bs);
+        // Indices where something above the base decides, in order.
+        let mut above: Vec<u64> = fd
+            .dirty
+            .keys()
+            .chain(fd.inflight.iter().flat_map(|f| f.blocks.keys()))
+            .copied()
+            .collect();
+        above.sort_unstable();
+        above.dedup();
+        let next_above = |from: u64| {
+            let i = above.partition_point(|x| *x < from);
+            above.get(i).copied().unwrap_or(n)
+        };
+        let mut index = offset / bs;
+        let found = loop {
+            if index >= n {
+                break None;
+            }
+            let is_zero = match self.layered(&fd, index) {
+                Some(DirtyBlock::Data(_)) | Some(DirtyBlock::Patch(_)) => Some(false),
+                Some(DirtyBlock::Id(id)) => Some(id.is_zero()),
+                // Zeros up to the next block decided above the base: jump there rather than
+                // step block by block (a sparse 1 TiB file has 2^28).
+                None if index >= base_end && !want_zero => {
+                    index = next_above(index + 1);
+                    continue;
+                }
+                None if index >= base_end => Some(true),
+                None => None,
+            };
+            if let Some(is_zero) = is_zero {
+                if is_zero == want_zero {
+                    break Some(index);
+                }
+                index += 1;
+                continue;
+            }
+            // A stretch of the base: jump to the next matching base block, unless a block
+            // decided above the base or the base's readable end comes first.
+            let limit = next_above(index).min(base_end);
+            match block_map::find_block(&pages, fd.base_root, base_n, index, want_zero)? {
+                Some(found) if found < limit => break Some(found),
+                _ => index = limit,
+            }
+        };
+        let position = match (found, target) {
+            (Some(index), _) => (index * bs).max(offset),
+            (None, SeekTarget::Hole) => fd.size,
+            (None, SeekTarget::Data) => {
+                return Err(Error::NotFound(format!("no data past offset {offset}")));
+            }
+        };
+        Ok(position.min(fd.size))
+    }
+}
