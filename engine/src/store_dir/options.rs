@@ -16,7 +16,10 @@ pub struct StoreOptions {
     pub block_cache_bytes: usize,
     /// Block-map pages kept in memory. Default 32 MiB.
     pub page_cache_bytes: usize,
-    /// Dirty file data held in memory before writers must wait for a flush. Default 256 MiB.
+    /// Dirty file data held in memory (including what a flush is storing) before writers must
+    /// wait for a flush. Default: an eighth of the machine's memory, from 64 MiB to 4 GiB —
+    /// room for random small writes to keep rewriting blocks in memory between flushes
+    /// rather than each costing a block read and write.
     pub dirty_limit: u64,
     /// How often a background thread makes changes durable (`None`: never; only explicit
     /// syncs). Default 2 s, so any change is durable within 5 s.
@@ -34,7 +37,7 @@ impl Default for StoreOptions {
             pack_target: 256 * 1024 * 1024,
             block_cache_bytes: 0,
             page_cache_bytes: 32 * 1024 * 1024,
-            dirty_limit: 256 * 1024 * 1024,
+            dirty_limit: default_dirty_limit(),
             flush_interval: Some(Duration::from_secs(2)),
             db_cache_bytes: 32 * 1024 * 1024,
             io: None,
@@ -66,6 +69,19 @@ impl StoreOptions {
     pub fn io(mut self, io: Io) -> Self {
         self.io = Some(io);
         self
+    }
+}
+
+/// An eighth of the machine's memory, from 64 MiB to 4 GiB (256 MiB when unknown).
+fn default_dirty_limit() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    match total {
+        Some(bytes) => (bytes / 8).clamp(64 << 20, 4 << 30),
+        None => 256 << 20,
     }
 }
 
