@@ -134,6 +134,8 @@ fn gc_never_takes_blocks_from_live_readers_and_writers() {
     for (node, model) in &files {
         assert!(v.read(*node, 0, FILE).unwrap() == *model.lock().unwrap());
     }
+    v.sync().unwrap();
+    assert_eq!(t.dirty_bytes(), 0, "the dirty budget must return to zero");
     drop(v);
     let report = t.fsck(&FsckOptions { verify_data: true }).unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);

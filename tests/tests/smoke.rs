@@ -97,3 +97,44 @@ fn a_full_disk_fails_the_write_not_a_later_flush() {
     v.fsync(node).unwrap();
     assert_eq!(v.getattr(node).unwrap().size, written);
 }
+
+#[test]
+fn the_dirty_budget_counts_exactly_what_is_held() {
+    let t = TempStore::new(4096);
+    t.create_empty_image("empty").unwrap();
+    t.create_container("c", "empty").unwrap();
+    let v = t.open_container("c").unwrap();
+    let node = v.create(v.root(), b"f", 0o644, Caller::ROOT).unwrap().node;
+    v.write(node, 0, &bytes(1, 64 * 4096)).unwrap();
+    v.fsync(node).unwrap();
+    assert_eq!(t.dirty_bytes(), 0);
+    // Patches hold only what was written: two 100-byte writes into one stored block.
+    v.write(node, 10, &[7; 100]).unwrap();
+    v.write(node, 300, &[8; 100]).unwrap();
+    assert_eq!(t.dirty_bytes(), 200);
+    // Touching writes merge; a whole-block write holds the block.
+    v.write(node, 110, &[9; 190]).unwrap();
+    assert_eq!(t.dirty_bytes(), 390);
+    v.write(node, 8192, &[1; 4096]).unwrap();
+    assert_eq!(t.dirty_bytes(), 390 + 4096);
+    // Truncating drops what lies past the end; punching a hole holds nothing for it.
+    v.setattr(
+        node,
+        &tessera::SetAttr {
+            size: Some(4096),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(t.dirty_bytes(), 390);
+    v.fallocate(node, tessera::Fallocate::PunchHole, 0, 4096)
+        .unwrap();
+    assert_eq!(t.dirty_bytes(), 0);
+    let mut expected = vec![0u8; 4096];
+    assert_eq!(v.read(node, 0, 8192).unwrap(), expected);
+    v.write(node, 5, &[3; 10]).unwrap();
+    expected[5..15].fill(3);
+    v.fsync(node).unwrap();
+    assert_eq!(t.dirty_bytes(), 0);
+    assert_eq!(v.read(node, 0, 4096).unwrap(), expected);
+}

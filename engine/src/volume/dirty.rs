@@ -5,10 +5,11 @@
 //! flush holds a file's lock only to swap the generations, never across its I/O.
 //!
 //! A write that covers a whole block replaces it (`Data`). A write that covers part of a
-//! stored block does not read it: the written ranges are kept as a `Patch` over the block, and
-//! the stored bytes are merged in only when someone reads the block or the flush stores it —
-//! where blocks are read together, in pack order. So random small writes cost a memory copy,
-//! not a disk read each (`tessera bench mount`, fio randwrite).
+//! stored block does not read it: the written bytes are kept as a `Patch` over the block
+//! (only those bytes are held, and counted against the dirty limit), and the stored bytes are
+//! merged in only when someone reads the block or the flush stores it — where blocks are read
+//! together, in pack order. So random small writes cost a memory copy, not a disk read each
+//! (`tessera bench mount`, fio randwrite).
 
 use std::collections::BTreeMap;
 
@@ -26,9 +27,13 @@ pub(crate) enum DirtyBlock {
 }
 
 impl DirtyBlock {
-    /// Whether the block holds bytes in memory (and counts against the dirty limit).
-    pub fn holds_bytes(&self) -> bool {
-        matches!(self, DirtyBlock::Data(_) | DirtyBlock::Patch(_))
+    /// Bytes the block holds in memory, counted against the dirty limit.
+    pub fn charge(&self, block_size: u64) -> u64 {
+        match self {
+            DirtyBlock::Data(_) => block_size,
+            DirtyBlock::Id(_) => 0,
+            DirtyBlock::Patch(patch) => patch.held() as u64,
+        }
     }
 
     /// A new dirty block starting from this one (a block of the generation in flight that a
@@ -37,11 +42,7 @@ impl DirtyBlock {
         match self {
             DirtyBlock::Data(bytes) => DirtyBlock::Data(bytes.clone()),
             DirtyBlock::Id(id) => DirtyBlock::Id(*id),
-            DirtyBlock::Patch(patch) => DirtyBlock::Patch(Patch {
-                base: patch.base,
-                bytes: patch.bytes.clone(),
-                valid: patch.valid.clone(),
-            }),
+            DirtyBlock::Patch(patch) => DirtyBlock::Patch(patch.clone()),
         }
     }
 }
@@ -57,64 +58,79 @@ pub(crate) struct InFlight {
     pub mtime: Option<i64>,
 }
 
-/// Bytes written over part of a stored block.
+/// Bytes written over part of a stored block: only what was written is held.
+#[derive(Clone)]
 pub(crate) struct Patch {
     /// The block underneath: the file's block at this index when it was patched, or `None`
     /// for the one its persisted block map holds there.
     pub base: Option<BlockId>,
-    /// `block_size` bytes; only the `valid` ranges mean anything.
-    pub bytes: Box<[u8]>,
-    /// Written byte ranges `[start, end)` within the block, sorted and disjoint.
-    pub valid: Vec<(usize, usize)>,
+    block_size: usize,
+    /// Written bytes by their offset in the block; disjoint, and never touching.
+    segments: BTreeMap<usize, Vec<u8>>,
 }
 
 impl Patch {
     pub fn new(base: Option<BlockId>, block_size: usize) -> Patch {
         Patch {
             base,
-            bytes: vec![0u8; block_size].into_boxed_slice(),
-            valid: Vec::new(),
+            block_size,
+            segments: BTreeMap::new(),
         }
     }
 
-    /// Writes `data` at `at` within the block.
+    /// Bytes held.
+    pub fn held(&self) -> usize {
+        self.segments.values().map(Vec::len).sum()
+    }
+
+    /// Writes `data` at `at` within the block, merging with the segments it overlaps or
+    /// touches.
     pub fn write(&mut self, at: usize, data: &[u8]) {
         let end = at + data.len();
-        self.bytes[at..end].copy_from_slice(data);
-        let mut merged = Vec::with_capacity(self.valid.len() + 1);
-        let (mut start, mut stop) = (at, end);
-        for &(s, e) in &self.valid {
-            if e < start || s > stop {
-                merged.push((s, e));
-            } else {
-                start = start.min(s);
-                stop = stop.max(e);
-            }
+        let touching: Vec<usize> = self
+            .segments
+            .range(..=end)
+            .filter(|(start, bytes)| *start + bytes.len() >= at)
+            .map(|(start, _)| *start)
+            .collect();
+        let first = touching.first().map_or(at, |s| (*s).min(at));
+        let last = touching
+            .last()
+            .map_or(end, |s| (s + self.segments[s].len()).max(end));
+        let mut merged = vec![0u8; last - first];
+        for start in touching {
+            let bytes = self.segments.remove(&start).expect("listed");
+            merged[start - first..start - first + bytes.len()].copy_from_slice(&bytes);
         }
-        merged.push((start, stop));
-        merged.sort_unstable();
-        self.valid = merged;
+        merged[at - first..end - first].copy_from_slice(data);
+        self.segments.insert(first, merged);
     }
 
-    /// Whether the written ranges cover the whole block.
-    pub fn is_complete(&self) -> bool {
-        self.valid == [(0, self.bytes.len())]
+    /// The whole block, when the written bytes cover it.
+    pub fn complete(&mut self) -> Option<Box<[u8]>> {
+        match self.segments.first_key_value() {
+            Some((0, bytes)) if bytes.len() == self.block_size => self
+                .segments
+                .pop_first()
+                .map(|(_, bytes)| bytes.into_boxed_slice()),
+            _ => None,
+        }
     }
 
-    /// Lays the written ranges over `block`, a full buffer holding the base's bytes.
+    /// Lays the written bytes over `block`, a buffer holding the base's bytes.
     pub fn apply(&self, block: &mut [u8]) {
-        for &(s, e) in &self.valid {
-            block[s..e].copy_from_slice(&self.bytes[s..e]);
+        for (start, bytes) in &self.segments {
+            block[*start..start + bytes.len()].copy_from_slice(bytes);
         }
     }
 
     /// The written bytes inside `[from, to)` of the block, as (offset in the block, bytes).
     pub fn window(&self, from: usize, to: usize) -> Vec<(usize, Vec<u8>)> {
-        self.valid
+        self.segments
             .iter()
-            .filter_map(|&(s, e)| {
-                let (s, e) = (s.max(from), e.min(to));
-                (s < e).then(|| (s, self.bytes[s..e].to_vec()))
+            .filter_map(|(start, bytes)| {
+                let (s, e) = ((*start).max(from), (start + bytes.len()).min(to));
+                (s < e).then(|| (s, bytes[s - start..e - start].to_vec()))
             })
             .collect()
     }
@@ -125,19 +141,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_merge_and_apply_over_the_base() {
+    fn segments_merge_and_apply_over_the_base() {
         let mut p = Patch::new(None, 16);
         p.write(2, b"ab");
         p.write(8, b"cd");
-        assert_eq!(p.valid, vec![(2, 4), (8, 10)]);
+        assert_eq!(p.held(), 4);
         p.write(3, b"XYZWV");
-        assert_eq!(p.valid, vec![(2, 10)]);
+        assert_eq!(p.held(), 8, "merged into one segment 2..10");
+        p.write(10, b"e");
+        assert_eq!(p.segments.len(), 1, "a touching write joins the segment");
         let mut block = [b'.'; 16];
         p.apply(&mut block);
-        assert_eq!(&block, b"..aXYZWVcd......");
+        assert_eq!(&block, b"..aXYZWVcde.....");
         assert_eq!(p.window(0, 4), vec![(2, b"aX".to_vec())]);
-        assert!(!p.is_complete());
+        assert!(p.complete().is_none());
         p.write(0, &[1; 16]);
-        assert!(p.is_complete());
+        assert_eq!(p.complete().as_deref(), Some(&[1u8; 16][..]));
     }
 }

@@ -379,12 +379,7 @@ fn land(store: &Store, flights: &[Flight], roots: Option<&Vec<Option<MapRoot>>>)
             Some(roots) => {
                 fd.base_root = roots[f].unwrap_or(MapRoot::ZERO);
                 fd.base_size = flight.blocks.size;
-                released += flight
-                    .blocks
-                    .blocks
-                    .values()
-                    .filter(|b| b.holds_bytes())
-                    .count() as u64;
+                released += flight.blocks.blocks.values().map(|b| b.charge(bs)).sum::<u64>();
             }
             None => {
                 // The generation in flight lies under the dirty one again: blocks the dirty
@@ -392,7 +387,7 @@ fn land(store: &Store, flights: &[Flight], roots: Option<&Vec<Option<MapRoot>>>)
                 let cut = block_count(fd.min_size, bs);
                 for (index, block) in &flight.blocks.blocks {
                     if fd.dirty.contains_key(index) || *index >= cut {
-                        released += block.holds_bytes() as u64;
+                        released += block.charge(bs);
                     } else {
                         fd.dirty.insert(*index, block.copy());
                     }
@@ -402,5 +397,5 @@ fn land(store: &Store, flights: &[Flight], roots: Option<&Vec<Option<MapRoot>>>)
             }
         }
     }
-    store.inner.dirty.release(released * bs);
+    store.inner.dirty.release(released);
 }

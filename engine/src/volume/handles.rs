@@ -105,7 +105,8 @@ impl Volume {
         self.shared.evictions.fetch_add(1, Ordering::SeqCst);
         if let Some(state) = state {
             let mut fd = state.data.lock().unwrap();
-            let data = fd.dirty.values().filter(|b| b.holds_bytes()).count() as u64;
+            let bs = self.block_size() as u64;
+            let data: u64 = fd.dirty.values().map(|b| b.charge(bs)).sum();
             fd.dirty.clear();
             fd.mtime = None;
             // What a flush in flight stores lands as usual (and releases its own budget).
@@ -116,7 +117,7 @@ impl Volume {
                 .store
                 .inner
                 .dirty
-                .release(data * self.block_size() as u64);
+                .release(data);
         }
     }
 

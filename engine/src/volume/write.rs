@@ -75,39 +75,48 @@ impl Volume {
     /// holding the guard and waiting for the node, and gc waiting for the guard exclusively,
     /// would deadlock with this writer.
     fn write_block(&self, fd: &mut FileData, index: u64, at: usize, bytes: &[u8]) -> Result<()> {
-        let bs = self.block_bytes() as usize;
-        if at == 0 && bytes.len() == bs {
-            let fresh = !fd.dirty.get(&index).is_some_and(DirtyBlock::holds_bytes);
+        let bs = self.block_bytes();
+        let before = fd.dirty.get(&index).map_or(0, |b| b.charge(bs));
+        if at == 0 && bytes.len() as u64 == bs {
             fd.dirty
                 .insert(index, DirtyBlock::Data(bytes.to_vec().into_boxed_slice()));
-            if fresh {
-                self.shared.store.inner.dirty.add(bs as u64);
+        } else {
+            if !matches!(
+                fd.dirty.get(&index),
+                Some(DirtyBlock::Data(_)) | Some(DirtyBlock::Patch(_))
+            ) {
+                let block = self.start_dirty(fd, index);
+                fd.dirty.insert(index, block);
             }
-            return Ok(());
-        }
-        if !fd.dirty.get(&index).is_some_and(DirtyBlock::holds_bytes) {
-            let block = self.start_dirty(fd, index);
-            self.shared.store.inner.dirty.add(bs as u64);
-            fd.dirty.insert(index, block);
-        }
-        let complete = match fd.dirty.get_mut(&index) {
-            Some(DirtyBlock::Data(buf)) => {
-                buf[at..at + bytes.len()].copy_from_slice(bytes);
-                false
-            }
-            Some(DirtyBlock::Patch(patch)) => {
-                patch.write(at, bytes);
-                patch.is_complete()
-            }
-            _ => unreachable!("block {index} was just made dirty"),
-        };
-        if complete {
-            // Every byte written: the block underneath is not needed any more.
-            if let Some(DirtyBlock::Patch(patch)) = fd.dirty.remove(&index) {
-                fd.dirty.insert(index, DirtyBlock::Data(patch.bytes));
+            let complete = match fd.dirty.get_mut(&index) {
+                Some(DirtyBlock::Data(buf)) => {
+                    buf[at..at + bytes.len()].copy_from_slice(bytes);
+                    None
+                }
+                // Every byte written: the block underneath is not needed any more.
+                Some(DirtyBlock::Patch(patch)) => {
+                    patch.write(at, bytes);
+                    patch.complete()
+                }
+                _ => unreachable!("block {index} was just made dirty"),
+            };
+            if let Some(whole) = complete {
+                fd.dirty.insert(index, DirtyBlock::Data(whole));
             }
         }
+        let after = fd.dirty.get(&index).map_or(0, |b| b.charge(bs));
+        self.recharge(before, after);
         Ok(())
+    }
+
+    /// Moves the dirty budget from what a block held to what it holds.
+    fn recharge(&self, before: u64, after: u64) {
+        let budget = &self.shared.store.inner.dirty;
+        if after > before {
+            budget.add(after - before);
+        } else {
+            budget.release(before - after);
+        }
     }
 
     /// A dirty block holding bytes, to write into, for `index` as the file holds it now: a
@@ -139,16 +148,14 @@ impl Volume {
             return;
         }
         let block = self.start_dirty(fd, index);
-        if block.holds_bytes() {
-            self.shared.store.inner.dirty.add(self.block_bytes());
-        }
+        self.recharge(0, block.charge(self.block_bytes()));
         fd.dirty.insert(index, block);
     }
 
     /// Drops a dirty block, returning its budget.
     pub(super) fn forget_block(&self, fd: &mut FileData, index: u64) {
-        if fd.dirty.remove(&index).is_some_and(|b| b.holds_bytes()) {
-            self.shared.store.inner.dirty.release(self.block_bytes());
+        if let Some(block) = fd.dirty.remove(&index) {
+            self.recharge(block.charge(self.block_bytes()), 0);
         }
     }
 
