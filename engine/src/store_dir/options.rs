@@ -74,11 +74,13 @@ impl StoreOptions {
 
 /// An eighth of the machine's memory, from 64 MiB to 4 GiB (256 MiB when unknown).
 fn default_dirty_limit() -> u64 {
-    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
-        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    });
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        });
     match total {
         Some(bytes) => (bytes / 8).clamp(64 << 20, 4 << 30),
         None => 256 << 20,

@@ -379,7 +379,12 @@ fn land(store: &Store, flights: &[Flight], roots: Option<&Vec<Option<MapRoot>>>)
             Some(roots) => {
                 fd.base_root = roots[f].unwrap_or(MapRoot::ZERO);
                 fd.base_size = flight.blocks.size;
-                released += flight.blocks.blocks.values().map(|b| b.charge(bs)).sum::<u64>();
+                released += flight
+                    .blocks
+                    .blocks
+                    .values()
+                    .map(|b| b.charge(bs))
+                    .sum::<u64>();
             }
             None => {
                 // The generation in flight lies under the dirty one again: blocks the dirty

@@ -113,11 +113,7 @@ impl Volume {
             let size = fd.inflight.as_ref().map_or(fd.base_size, |f| f.size);
             fd.size = size;
             fd.min_size = size;
-            self.shared
-                .store
-                .inner
-                .dirty
-                .release(data);
+            self.shared.store.inner.dirty.release(data);
         }
     }
 
