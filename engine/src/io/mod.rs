@@ -65,6 +65,12 @@ pub trait IoFile: Send + Sync + Debug {
     /// Reads `buf.len()` bytes at `offset` bypassing the page cache where the backend can
     /// (O_DIRECT). `offset` and `buf.len()` are multiples of [`AlignedBuf::ALIGN`].
     fn read_direct(&self, buf: &mut AlignedBuf, offset: u64) -> io::Result<()>;
+    /// Writes `buf` at `offset` bypassing the page cache where the backend can (O_DIRECT);
+    /// `offset` and `buf.len()` are multiples of [`AlignedBuf::ALIGN`]. Durable only after
+    /// `sync_data`, like any write.
+    fn write_direct(&self, buf: &AlignedBuf, offset: u64) -> io::Result<()> {
+        self.write_all_at(buf, offset)
+    }
     /// A read-only view of the whole file. Only for files that are never written again (sealed
     /// pack indexes): the engine never truncates or rewrites a mapped file.
     fn map(&self) -> io::Result<Mapped>;

@@ -33,6 +33,7 @@ impl StorageIo for RealIo {
             path: path.to_path_buf(),
             file,
             direct: OnceLock::new(),
+            direct_write: OnceLock::new(),
         }))
     }
 
@@ -78,6 +79,8 @@ struct RealFile {
     file: File,
     /// A second descriptor opened with O_DIRECT, or `None` when the file system refuses it.
     direct: OnceLock<Option<File>>,
+    /// The same for writing.
+    direct_write: OnceLock<Option<File>>,
 }
 
 impl RealFile {
@@ -125,6 +128,26 @@ impl IoFile for RealFile {
                 other => other,
             },
             None => self.file.read_exact_at(buf, offset),
+        }
+    }
+
+    fn write_direct(&self, buf: &AlignedBuf, offset: u64) -> io::Result<()> {
+        let direct = self.direct_write.get_or_init(|| {
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&self.path)
+                .ok()
+        });
+        match direct {
+            Some(direct) => match direct.write_all_at(buf, offset) {
+                // Some file systems accept O_DIRECT at open and refuse it at write time.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.file.write_all_at(buf, offset)
+                }
+                other => other,
+            },
+            None => self.file.write_all_at(buf, offset),
         }
     }
 

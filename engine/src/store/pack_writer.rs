@@ -6,7 +6,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::pack::{self, PackHeader};
 use crate::format::pack_index::Entry;
 use crate::ids::{BlockId, PackId};
-use crate::io::{IoFile, OpenMode, StorageIo};
+use crate::io::{AlignedBuf, IoFile, OpenMode, StorageIo};
 use crate::layout::StoreLayout;
 
 /// The most blocks one segment header lists; larger batches become several segments.
@@ -61,24 +61,26 @@ impl PackWriter {
             let entries: Vec<(BlockId, u32)> =
                 chunk.iter().map(|(id, d)| (*id, d.len() as u32)).collect();
             let header = pack::encode_segment_header(&entries);
-            let total = header.len() as u64 + pack::segment_data_len(&entries);
-            let mut segment = Vec::with_capacity(total as usize);
-            segment.extend_from_slice(&header);
-            let mut offset = self.len + header.len() as u64;
+            let total = header.len() + pack::segment_data_len(&entries) as usize;
+            // Built aligned and written with direct I/O: the pack's bytes never pass through
+            // the page cache (they would only be dropped from it again).
+            let mut segment = AlignedBuf::new(total);
+            segment[..header.len()].copy_from_slice(&header);
+            let mut at = header.len();
             for (id, data) in chunk {
                 placed.push((
                     *id,
                     Entry {
-                        offset,
+                        offset: self.len + at as u64,
                         len: data.len() as u32,
                     },
                 ));
-                segment.extend_from_slice(data);
-                segment.resize(pack::aligned(segment.len() as u64) as usize, 0);
-                offset = self.len + segment.len() as u64;
+                segment[at..at + data.len()].copy_from_slice(data);
+                at += pack::aligned(data.len() as u64) as usize;
             }
+            debug_assert_eq!(at, total);
             self.file
-                .write_all_at(&segment, self.len)
+                .write_direct(&segment, self.len)
                 .map_err(|e| Error::io(format!("appending to pack {}", self.id), e))?;
             self.len += segment.len() as u64;
             self.unsynced = true;
