@@ -1,6 +1,8 @@
 //! Shared fixtures for the integration tests: temporary stores, images built from small trees,
 //! and helpers to read and write through a volume by path.
 
+pub mod model;
+
 /// Simulated-disk crash fixtures.
 pub mod crash;
 
