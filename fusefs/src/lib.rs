@@ -8,6 +8,8 @@
 //! container can use it).
 
 pub mod attr;
+mod convert;
+mod dir_reply;
 pub mod errno;
 mod fs;
 pub mod mounts;

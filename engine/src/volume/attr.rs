@@ -64,6 +64,29 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<TimeNs>,
     pub mtime: Option<TimeNs>,
+    /// Drop the set-ID bits from a file that is not a directory, as a change of owner, and a
+    /// write or truncation by a process without CAP_FSETID, must (the kernel leaves this to
+    /// the filesystem under `FUSE_HANDLE_KILLPRIV_V2`): set-user-ID always; set-group-ID when
+    /// the group may execute, or when this caller (not root) is not in the file's group.
+    /// Only the caller's primary group is known, so a caller in the group through a
+    /// supplementary group loses a non-executable set-group-ID bit that ext4 would keep. Alone,
+    /// it changes nothing (not even ctime) when there is nothing to drop.
+    pub kill_set_id: Option<Caller>,
+}
+
+/// The set-ID bits of `record` that [`SetAttr::kill_set_id`] drops for `caller`.
+pub(crate) fn set_id_bits_to_drop(record: &NodeRecord, caller: Caller) -> u16 {
+    if record.kind == FileKind::Dir {
+        return 0;
+    }
+    let perm = record.perm;
+    let mut drop = perm & 0o4000;
+    let group_executes = perm & 0o010 != 0;
+    let outsider = caller.uid != 0 && caller.gid != record.gid;
+    if group_executes || outsider {
+        drop |= perm & 0o2000;
+    }
+    drop
 }
 
 /// The credentials of the process making a request.
@@ -134,3 +157,29 @@ pub struct FileHandle(pub u64);
 /// An open directory of a volume (its listing is a snapshot taken at open).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DirHandle(pub u64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(perm: u16, gid: u32) -> NodeRecord {
+        NodeRecord::new(FileKind::File, perm, 0, gid, 0)
+    }
+
+    #[test]
+    fn set_id_bits_dropped_as_the_kernel_would() {
+        let root = Caller::ROOT;
+        let member = Caller { uid: 1000, gid: 50 };
+        // Set-user-ID always; set-group-ID with group execute.
+        assert_eq!(set_id_bits_to_drop(&file(0o6755, 50), root), 0o6000);
+        assert_eq!(set_id_bits_to_drop(&file(0o4755, 50), member), 0o4000);
+        // Without group execute, only for a caller outside the file's group.
+        assert_eq!(set_id_bits_to_drop(&file(0o2644, 50), root), 0);
+        assert_eq!(set_id_bits_to_drop(&file(0o2644, 50), member), 0);
+        assert_eq!(set_id_bits_to_drop(&file(0o2644, 51), member), 0o2000);
+        // Never from a directory; nothing when there is nothing.
+        let dir = NodeRecord::new(FileKind::Dir, 0o6777, 0, 51, 0);
+        assert_eq!(set_id_bits_to_drop(&dir, member), 0);
+        assert_eq!(set_id_bits_to_drop(&file(0o777, 51), member), 0);
+    }
+}

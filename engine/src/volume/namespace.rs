@@ -2,6 +2,7 @@
 //! rmdir, rename, setattr and extended attributes. Each is one atomic metadata operation; a
 //! change to a lower node copies up its record only, whatever the file's size.
 
+use super::attr::set_id_bits_to_drop;
 use super::{Attr, Caller, SetAttr, Volume, XattrMode, now_ns};
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
@@ -156,6 +157,17 @@ impl Volume {
     pub fn setattr(&self, node: NodeId, change: &SetAttr) -> Result<Attr> {
         let stack = self.stack();
         stack.upper()?;
+        if let Some(caller) = change.kill_set_id {
+            let only_kill = *change
+                == SetAttr {
+                    kill_set_id: Some(caller),
+                    ..SetAttr::default()
+                };
+            let record = self.record(&stack, node)?;
+            if only_kill && set_id_bits_to_drop(&record, caller) == 0 {
+                return Ok(self.attr_of(node, &record));
+            }
+        }
         let now = now_ns();
         // A file's unflushed state is locked first (lock order: node, then metadata).
         let state = match self.record(&stack, node)?.kind {
@@ -176,6 +188,10 @@ impl Volume {
         let mut fd = state.as_ref().map(|s| s.data.lock().unwrap());
         let record = self.shared.store.meta().write(|w| {
             let mut record = copy_up::record(w, &stack, node)?;
+            // Before the owner changes: the group that counts is the file's group now.
+            if let Some(caller) = change.kill_set_id {
+                record.perm &= !set_id_bits_to_drop(&record, caller);
+            }
             if let Some(mode) = change.mode {
                 record.perm = (mode & 0o7777) as u16;
             }

@@ -1,0 +1,38 @@
+//! Conversions between fuser's request types and the engine's, shared by the methods of
+//! `TesseraFs`: node ids, callers, times, and the sized replies of getxattr/listxattr.
+
+use std::time::SystemTime;
+
+use fuser::{Errno, INodeNo, ReplyXattr, Request, TimeOrNow};
+use tessera::{Caller, NodeId};
+
+use crate::attr;
+
+pub(crate) fn node(ino: INodeNo) -> NodeId {
+    NodeId(ino.0)
+}
+
+pub(crate) fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+pub(crate) fn ns(t: TimeOrNow) -> i64 {
+    match t {
+        TimeOrNow::SpecificTime(t) => attr::nanos(t),
+        TimeOrNow::Now => attr::nanos(SystemTime::now()),
+    }
+}
+
+/// Replies to getxattr/listxattr: the size when asked for it, ERANGE when it does not fit.
+pub(crate) fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if (size as usize) < data.len() {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(data);
+    }
+}
