@@ -14,35 +14,16 @@
 use std::collections::BTreeMap;
 
 use tessera::volume::{FileHandle, Volume};
-use tessera::{Attr, Caller, ErrorKind, FileKind, NodeId, RenameFlags, SetAttr, XattrMode};
+use tessera::{Attr, Caller, FileKind, NodeId, RenameFlags, SetAttr, XattrMode};
 
 use super::engine_checks::check_file;
 use super::snapshot::{Entry, Kind, Snapshot};
 use super::{Errno, FsResult, FsUnderTest, RenameMode, SYMLINK_PREFIX, XattrFlag};
 use crate::TempStore;
 
-/// The errno a FUSE frontend answers for an engine error.
+/// The errno the FUSE frontend answers for an engine error (its one mapping).
 pub fn errno(e: &tessera::Error) -> Errno {
-    match e.kind() {
-        ErrorKind::NotFound => libc::ENOENT,
-        ErrorKind::Exists => libc::EEXIST,
-        ErrorKind::NotEmpty => libc::ENOTEMPTY,
-        ErrorKind::NotDir => libc::ENOTDIR,
-        ErrorKind::IsDir => libc::EISDIR,
-        ErrorKind::InvalidInput => libc::EINVAL,
-        ErrorKind::NameTooLong => libc::ENAMETOOLONG,
-        ErrorKind::PermissionDenied => libc::EPERM,
-        ErrorKind::ReadOnly => libc::EROFS,
-        ErrorKind::CrossDevice => libc::EXDEV,
-        ErrorKind::Busy => libc::EBUSY,
-        ErrorKind::Locked => libc::EAGAIN,
-        ErrorKind::NoSpace => libc::ENOSPC,
-        ErrorKind::TooLarge => libc::EFBIG,
-        ErrorKind::Unsupported => libc::EOPNOTSUPP,
-        ErrorKind::NoAttr => libc::ENODATA,
-        ErrorKind::Corrupt => libc::EIO,
-        ErrorKind::Io => e.raw_os_error().unwrap_or(libc::EIO),
-    }
+    tessera_fusefs::errno::errno(e).code()
 }
 
 fn err(e: tessera::Error) -> Errno {
