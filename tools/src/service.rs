@@ -57,6 +57,8 @@ pub enum Request {
     },
     Gc {
         dry_run: bool,
+        /// Share of live bytes under which a pack is rewritten (`GcOptions::repack_below`).
+        repack_below: f64,
     },
     Fsck {
         verify_data: bool,
@@ -135,9 +137,12 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
         Request::Stats { names, top } => {
             serde_json::to_value(tessera::stats::stats(store, &StatsOptions { names, top })?)?
         }
-        Request::Gc { dry_run } => serde_json::to_value(store.gc(&GcOptions {
+        Request::Gc {
             dry_run,
-            ..GcOptions::default()
+            repack_below,
+        } => serde_json::to_value(store.gc(&GcOptions {
+            dry_run,
+            repack_below,
         })?)?,
         Request::Fsck { verify_data } => {
             serde_json::to_value(store.fsck(&FsckOptions { verify_data })?)?

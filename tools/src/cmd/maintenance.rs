@@ -11,11 +11,16 @@ use crate::service::Request;
 
 /// Reclaim blocks and block-map pages nothing references (repacking mostly-dead packs).
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  tessera gc --dry-run")]
+#[command(after_help = "Examples:\n  tessera gc --dry-run\n  tessera gc --repack-below 100")]
 pub struct GcArgs {
     /// Report what would be reclaimed without changing anything.
     #[arg(long)]
     dry_run: bool,
+    /// Rewrite packs whose live bytes are below this percentage of their blocks (100: every
+    /// pack holding any garbage). Garbage in packs above it stays, counted as reclaimable.
+    #[arg(long, value_name = "PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    repack_below: u8,
     /// Print as JSON.
     #[arg(long)]
     json: bool,
@@ -40,6 +45,7 @@ pub fn run_gc(store: &Path, args: GcArgs) -> Result<()> {
         store,
         Request::Gc {
             dry_run: args.dry_run,
+            repack_below: f64::from(args.repack_below) / 100.0,
         },
     );
     spinner.finish();
