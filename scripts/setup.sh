@@ -3,7 +3,7 @@
 # Idempotent: installs only what is missing. Needs root (or sudo) when something is missing.
 set -euo pipefail
 
-packages=(fuse3 fuse-overlayfs busybox-static sqlite3 attr umoci fio xfsprogs pkg-config)
+packages=(fuse3 fuse-overlayfs busybox-static sqlite3 attr umoci fio xfsprogs pkg-config python3-minimal)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

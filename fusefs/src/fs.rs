@@ -20,8 +20,8 @@ use tessera::{Fallocate, SeekTarget, SetAttr, Volume, XattrMode};
 use crate::MountConfig;
 use crate::attr::{self, ATTR_TTL, ENTRY_TTL, NEGATIVE_TTL};
 use crate::convert::{caller, node, ns, reply_sized};
-use crate::dir_reply;
 use crate::errno::errno;
+use crate::{dir_reply, set_id};
 
 pub struct TesseraFs {
     volume: Volume,
@@ -29,15 +29,6 @@ pub struct TesseraFs {
 }
 
 pub(crate) const GENERATION: Generation = Generation(0);
-
-/// Drops set-ID bits as `req`'s caller, and changes nothing else (see
-/// `FUSE_HANDLE_KILLPRIV_V2` in `init`).
-fn kill_set_id(req: &Request) -> SetAttr {
-    SetAttr {
-        kill_set_id: Some(caller(req)),
-        ..SetAttr::default()
-    }
-}
 
 impl TesseraFs {
     pub fn new(volume: Volume, config: MountConfig) -> TesseraFs {
@@ -74,8 +65,8 @@ impl fuser::Filesystem for TesseraFs {
             | InitFlags::FUSE_ASYNC_DIO
             | InitFlags::FUSE_BIG_WRITES
             | InitFlags::FUSE_MAX_PAGES
-            // The volume drops set-ID bits itself (`SetAttr::kill_set_id`), which spares the
-            // kernel a GETATTR before every chown (a third of the requests of `chown -R`).
+            // The volume drops set-ID bits itself (see `set_id`), which spares the kernel a
+            // GETATTR before every chown (a third of the requests of `chown -R`).
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if self.config.share_memory {
             wanted |= InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
@@ -125,7 +116,7 @@ impl fuser::Filesystem for TesseraFs {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -140,12 +131,9 @@ impl fuser::Filesystem for TesseraFs {
             size,
             atime: atime.map(ns),
             mtime: mtime.map(ns),
-            // A change of owner always drops set-ID bits; a truncation only when the caller
-            // lacks CAP_FSETID, which fuser does not pass on (FATTR_KILL_SUIDGID): root is
-            // taken to have it.
-            kill_set_id: (uid.is_some() || gid.is_some() || (size.is_some() && req.uid() != 0))
-                .then(|| caller(req)),
+            kill_set_id: None,
         };
+        let change = set_id::on_setattr(req, change, ctime.is_some());
         match self.setattr_change(ino, change) {
             Ok(attr) => reply.attr(&ATTR_TTL, &attr::file_attr(&attr)),
             Err(e) => reply.error(errno(&e)),
@@ -275,7 +263,7 @@ impl fuser::Filesystem for TesseraFs {
         // As for a truncation by setattr (FUSE_OPEN_KILL_SUIDGID is not passed on either).
         if truncate
             && req.uid() != 0
-            && let Err(e) = self.volume.setattr(node(ino), &kill_set_id(req))
+            && let Err(e) = self.volume.setattr(node(ino), &set_id::kill(req))
         {
             return reply.error(errno(&e));
         }
@@ -315,7 +303,7 @@ impl fuser::Filesystem for TesseraFs {
         reply: ReplyWrite,
     ) {
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
-            && let Err(e) = self.volume.setattr(node(ino), &kill_set_id(req))
+            && let Err(e) = self.volume.setattr(node(ino), &set_id::kill(req))
         {
             return reply.error(errno(&e));
         }

@@ -13,6 +13,7 @@ mod dir_reply;
 pub mod errno;
 mod fs;
 pub mod mounts;
+mod set_id;
 
 use std::path::{Path, PathBuf};
 

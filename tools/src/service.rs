@@ -58,6 +58,7 @@ pub enum Request {
     Gc {
         dry_run: bool,
         /// Share of live bytes under which a pack is rewritten (`GcOptions::repack_below`).
+        #[serde(default = "default_repack_below")]
         repack_below: f64,
     },
     Fsck {
@@ -200,4 +201,9 @@ pub fn call_local(path: &Path, request: Request) -> Result<Value> {
 /// Makes a path absolute (a daemon does not share the CLI's working directory).
 pub fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// `repack_below` of a request that does not say (a client older than the option).
+fn default_repack_below() -> f64 {
+    GcOptions::default().repack_below
 }

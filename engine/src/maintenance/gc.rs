@@ -100,8 +100,10 @@ impl Store {
             .into_iter()
             .filter(|(_, usage)| {
                 let total = usage.live_bytes + usage.dead_bytes;
+                // A pack with nothing live goes whatever the threshold.
                 usage.dead_bytes > 0
-                    && (usage.live_bytes as f64) < options.repack_below * total as f64
+                    && (usage.live_bytes == 0
+                        || (usage.live_bytes as f64) < options.repack_below * total as f64)
             })
             .collect();
         let open = self.blocks().open_pack();

@@ -7,9 +7,8 @@
 //! namespace: ENOENT; a non-directory in the middle: ENOTDIR), `open` refused on a directory
 //! for writing (EISDIR) and on a fifo (ENXIO: no reader), `fsync` of a fifo (EINVAL) and of a
 //! directory (fsyncdir), `mkdir` dropping set-id bits, user xattrs only on regular files and
-//! directories (EPERM), and `chown` of a non-directory clearing set-user-id and
-//! group-executable set-group-id (the kernel sends that as a mode change). Every other answer
-//! is the engine's.
+//! directories (EPERM). A `chown` carries `kill_set_id` as the FUSE adapter sends it (the
+//! kernel leaves dropping set-ID bits to the filesystem). Every other answer is the engine's.
 
 use std::collections::BTreeMap;
 
@@ -304,20 +303,12 @@ impl FsUnderTest for EngineFs {
 
     fn chown(&mut self, path: &str, uid: u32, gid: u32) -> FsResult {
         let attr = self.resolve(path, false)?;
-        let mut change = SetAttr {
+        let change = SetAttr {
             uid: Some(uid),
             gid: Some(gid),
+            kill_set_id: Some(Caller::ROOT),
             ..Default::default()
         };
-        if attr.kind != FileKind::Dir {
-            let mut perm = attr.perm as u32 & !libc::S_ISUID;
-            if perm & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP {
-                perm &= !libc::S_ISGID;
-            }
-            if perm != attr.perm as u32 {
-                change.mode = Some(perm);
-            }
-        }
         self.volume()
             .setattr(attr.node, &change)
             .map(drop)
