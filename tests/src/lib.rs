@@ -128,3 +128,15 @@ pub mod tars;
 
 /// Trees of entries from a directory walk or a tar, to compare imports with exports.
 pub mod trees;
+
+/// A store of `block_size` whose image `img` is the tree `tree` writes (into an empty
+/// directory), with container `c` on it.
+pub fn image_store(block_size: u32, tree: impl FnOnce(&Path)) -> TempStore {
+    let t = TempStore::new(block_size);
+    let src = t.dir.path().join("src");
+    std::fs::create_dir(&src).expect("source dir");
+    tree(&src);
+    t.import_path(&src, "img").expect("import");
+    t.create_container("c", "img").expect("container");
+    t
+}

@@ -102,3 +102,21 @@ impl Drop for MountGuard {
         }
     }
 }
+
+/// Mounts container `c` of `t` (see [`crate::image_store`]) in the default mode.
+pub fn mount(t: &crate::TempStore) -> MountGuard {
+    MountGuard::new(t.open_container("c").unwrap(), MountConfig::default())
+}
+
+/// Unmounts (which must succeed: nothing left open) and mounts container `c` again.
+pub fn remount(m: MountGuard, t: &crate::TempStore) -> MountGuard {
+    m.unmount();
+    mount(t)
+}
+
+/// The errno of a call that must fail.
+pub fn errno<T: std::fmt::Debug, E: Into<std::io::Error>>(result: Result<T, E>) -> i32 {
+    let e: std::io::Error = result.map_err(Into::into).expect_err("the call must fail");
+    e.raw_os_error()
+        .unwrap_or_else(|| panic!("no errno in {e}"))
+}

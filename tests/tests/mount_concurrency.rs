@@ -5,35 +5,18 @@
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
 
-use tessera_fusefs::MountConfig;
-use tessera_tests::mount::{MountGuard, can_mount};
-use tessera_tests::{TempStore, bytes, read_file};
+use tessera_tests::mount::{can_mount, mount};
+use tessera_tests::{bytes, image_store, read_file};
 
 const BS: usize = 4096;
-
-/// A store whose image `img` is the tree `tree` writes, with container `c` on it.
-fn image_store(tree: impl FnOnce(&Path)) -> TempStore {
-    let t = TempStore::new(BS as u32);
-    let src = t.dir.path().join("src");
-    fs::create_dir(&src).unwrap();
-    tree(&src);
-    t.import_path(&src, "img").unwrap();
-    t.create_container("c", "img").unwrap();
-    t
-}
-
-fn mount(t: &TempStore) -> MountGuard {
-    MountGuard::new(t.open_container("c").unwrap(), MountConfig::default())
-}
 
 #[test]
 fn parallel_namespace_operations_in_one_directory() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir(src.join("d")).unwrap();
         for i in 0..200 {
             fs::write(src.join(format!("d/img{i:03}")), b"image").unwrap();
@@ -86,7 +69,9 @@ fn large_and_parallel_writes() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| fs::write(src.join("f"), bytes(12, 64 * BS)).unwrap());
+    let t = image_store(BS as u32, |src| {
+        fs::write(src.join("f"), bytes(12, 64 * BS)).unwrap()
+    });
     let m = mount(&t);
     let p = m.join("f");
     const PART: usize = 3 << 20; // several max_write (1 MiB) requests per write(2)
@@ -118,7 +103,7 @@ fn commits_during_concurrent_writes_are_atomic() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| fs::write(src.join("log"), b"").unwrap());
+    let t = image_store(BS as u32, |src| fs::write(src.join("log"), b"").unwrap());
     let m = mount(&t);
     let block = |i: usize| vec![(i % 251) as u8 + 1; BS];
     let done = std::sync::atomic::AtomicBool::new(false);

@@ -8,7 +8,7 @@
 //! `mount_ops_data.rs`.
 
 use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{
     DirEntryExt, FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt,
 };
@@ -17,39 +17,10 @@ use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
 use rustix::fs::{self as rfs, CWD, FileType, Mode, RenameFlags, XattrFlags};
-use tessera_fusefs::MountConfig;
-use tessera_tests::mount::{MountGuard, can_mount};
-use tessera_tests::{TempStore, bytes, read_file};
+use tessera_tests::mount::{can_mount, errno, mount, remount};
+use tessera_tests::{bytes, image_store, read_file};
 
 const BS: u64 = 4096;
-
-/// A store whose image `img` is the tree `tree` writes, with container `c` on it.
-fn image_store(tree: impl FnOnce(&Path)) -> TempStore {
-    let t = TempStore::new(BS as u32);
-    let src = t.dir.path().join("src");
-    fs::create_dir(&src).unwrap();
-    tree(&src);
-    t.import_path(&src, "img").unwrap();
-    t.create_container("c", "img").unwrap();
-    t
-}
-
-fn mount(t: &TempStore) -> MountGuard {
-    MountGuard::new(t.open_container("c").unwrap(), MountConfig::default())
-}
-
-/// Unmounts (which must succeed: nothing left open) and mounts the container again.
-fn remount(m: MountGuard, t: &TempStore) -> MountGuard {
-    m.unmount();
-    mount(t)
-}
-
-/// The errno of a call that must fail.
-fn errno<T: std::fmt::Debug, E: Into<io::Error>>(result: Result<T, E>) -> i32 {
-    let e: io::Error = result.map_err(Into::into).expect_err("the call must fail");
-    e.raw_os_error()
-        .unwrap_or_else(|| panic!("no errno in {e}"))
-}
 
 fn mode_of(path: &Path) -> u32 {
     fs::symlink_metadata(path).unwrap().mode() & 0o7777
@@ -69,7 +40,7 @@ fn lookup_getattr_and_setattr() {
         return;
     }
     let data = bytes(1, 10_000);
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir(src.join("d")).unwrap();
         fs::write(src.join("d/f"), &data).unwrap();
         fs::set_permissions(src.join("d/f"), Permissions::from_mode(0o640)).unwrap();
@@ -144,7 +115,7 @@ fn readdir_of_a_large_merged_directory() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir(src.join("big")).unwrap();
         for i in 0..1200 {
             fs::write(src.join(format!("big/f{i:04}")), i.to_string()).unwrap();
@@ -233,7 +204,7 @@ fn create_open_read_write_and_release() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| fs::create_dir(src.join("d")).unwrap());
+    let t = image_store(BS as u32, |src| fs::create_dir(src.join("d")).unwrap());
     let mut m = mount(&t);
     let p = m.join("d/new");
     let data = bytes(2, 3 * BS as usize + 100);
@@ -277,7 +248,7 @@ fn mkdir_rmdir_unlink_and_rename_flags() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir_all(src.join("a")).unwrap();
         fs::create_dir_all(src.join("b/inner")).unwrap();
         fs::write(src.join("a/x"), b"ax").unwrap();
@@ -390,7 +361,7 @@ fn links_symlinks_and_device_nodes() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| fs::write(src.join("f"), b"data").unwrap());
+    let t = image_store(BS as u32, |src| fs::write(src.join("f"), b"data").unwrap());
     let mut m = mount(&t);
     fs::hard_link(m.join("f"), m.join("g")).unwrap();
     let (f, g) = (
@@ -443,7 +414,7 @@ fn xattrs_of_every_namespace() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::write(src.join("f"), b"x").unwrap();
         xattr::set(src.join("f"), "user.img", b"lower").unwrap();
         fs::create_dir(src.join("d")).unwrap();
@@ -524,7 +495,7 @@ fn statfs_and_access() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::write(src.join("plain"), b"x").unwrap();
         fs::set_permissions(src.join("plain"), Permissions::from_mode(0o644)).unwrap();
         fs::write(src.join("tool"), b"#!/bin/sh\n").unwrap();
@@ -560,7 +531,7 @@ fn names_over_255_bytes_and_long_paths() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| fs::write(src.join("f"), b"f").unwrap());
+    let t = image_store(BS as u32, |src| fs::write(src.join("f"), b"f").unwrap());
     let m = mount(&t);
     let long = m.join(&"x".repeat(256));
     assert_eq!(errno(File::create(&long)), libc::ENAMETOOLONG);

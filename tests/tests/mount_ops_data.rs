@@ -6,7 +6,7 @@
 //! `mount_ops.rs`, concurrent writes in `mount_concurrency.rs`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -14,39 +14,10 @@ use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
 use rustix::fs::{self as rfs, FallocateFlags};
-use tessera_fusefs::MountConfig;
-use tessera_tests::mount::{MountGuard, can_mount};
-use tessera_tests::{TempStore, bytes, read_file};
+use tessera_tests::mount::{can_mount, errno, mount, remount};
+use tessera_tests::{bytes, image_store, read_file};
 
 const BS: u64 = 4096;
-
-/// A store whose image `img` is the tree `tree` writes, with container `c` on it.
-fn image_store(tree: impl FnOnce(&Path)) -> TempStore {
-    let t = TempStore::new(BS as u32);
-    let src = t.dir.path().join("src");
-    fs::create_dir(&src).unwrap();
-    tree(&src);
-    t.import_path(&src, "img").unwrap();
-    t.create_container("c", "img").unwrap();
-    t
-}
-
-fn mount(t: &TempStore) -> MountGuard {
-    MountGuard::new(t.open_container("c").unwrap(), MountConfig::default())
-}
-
-/// Unmounts (which must succeed: nothing left open) and mounts the container again.
-fn remount(m: MountGuard, t: &TempStore) -> MountGuard {
-    m.unmount();
-    mount(t)
-}
-
-/// The errno of a call that must fail.
-fn errno<T: std::fmt::Debug, E: Into<io::Error>>(result: Result<T, E>) -> i32 {
-    let e: io::Error = result.map_err(Into::into).expect_err("the call must fail");
-    e.raw_os_error()
-        .unwrap_or_else(|| panic!("no errno in {e}"))
-}
 
 fn rw(path: &Path) -> File {
     OpenOptions::new()
@@ -61,7 +32,7 @@ fn fsync_and_fsyncdir_flush_dirty_data() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| fs::create_dir(src.join("d")).unwrap());
+    let t = image_store(BS as u32, |src| fs::create_dir(src.join("d")).unwrap());
     let m = mount(&t);
     let f = File::create(m.join("d/a")).unwrap();
     f.write_all_at(&bytes(3, 5 * BS as usize), 0).unwrap();
@@ -88,7 +59,7 @@ fn fallocate_modes() {
         return;
     }
     let data = bytes(5, 8 * BS as usize);
-    let t = image_store(|src| fs::write(src.join("f"), &data).unwrap());
+    let t = image_store(BS as u32, |src| fs::write(src.join("f"), &data).unwrap());
     let mut m = mount(&t);
     let file = rw(&m.join("f"));
     assert_eq!(file.metadata().unwrap().blocks(), 8 * BS / 512);
@@ -146,7 +117,9 @@ fn seek_data_and_hole() {
     content[..BS as usize].fill(1);
     content[3 * BS as usize..4 * BS as usize].fill(3);
     content[5 * BS as usize..].fill(5);
-    let t = image_store(|src| fs::write(src.join("sparse"), &content).unwrap());
+    let t = image_store(BS as u32, |src| {
+        fs::write(src.join("sparse"), &content).unwrap()
+    });
     let m = mount(&t);
     let file = rw(&m.join("sparse"));
     let size = content.len() as u64;
@@ -190,7 +163,7 @@ fn copy_file_range_shares_aligned_blocks() {
         return;
     }
     let data = bytes(6, 16 * BS as usize);
-    let t = image_store(|src| fs::write(src.join("src"), &data).unwrap());
+    let t = image_store(BS as u32, |src| fs::write(src.join("src"), &data).unwrap());
     let m = mount(&t);
     let src = File::open(m.join("src")).unwrap();
     let before = t.block_store_stats().block_bytes;
@@ -243,7 +216,7 @@ fn o_trunc_and_o_append() {
         return;
     }
     let data = bytes(8, 3 * BS as usize);
-    let t = image_store(|src| fs::write(src.join("f"), &data).unwrap());
+    let t = image_store(BS as u32, |src| fs::write(src.join("f"), &data).unwrap());
     let m = mount(&t);
     let p = m.join("f");
     let reader = File::open(&p).unwrap();
@@ -279,7 +252,7 @@ fn reads_never_update_atime() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::write(src.join("f"), bytes(9, 20_000)).unwrap();
         fs::write(src.join("r"), bytes(10, 20_000)).unwrap();
     });
@@ -345,7 +318,7 @@ fn utimes_now_and_explicit_times() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| fs::write(src.join("f"), b"f").unwrap());
+    let t = image_store(BS as u32, |src| fs::write(src.join("f"), b"f").unwrap());
     let m = mount(&t);
     let p = m.join("f");
     let touch = |args: &[&str]| {
@@ -383,7 +356,9 @@ fn o_direct_locks_and_huge_offsets() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| fs::write(src.join("f"), bytes(13, 4 * BS as usize)).unwrap());
+    let t = image_store(BS as u32, |src| {
+        fs::write(src.join("f"), bytes(13, 4 * BS as usize)).unwrap()
+    });
     let m = mount(&t);
     let p = m.join("f");
     let direct = OpenOptions::new()

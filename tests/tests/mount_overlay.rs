@@ -16,19 +16,9 @@ use tessera::maintenance::FsckOptions;
 use tessera::{Store, Volume};
 use tessera_fusefs::MountConfig;
 use tessera_tests::mount::{MountGuard, can_mount};
-use tessera_tests::{TempStore, bytes, read_file};
+use tessera_tests::{TempStore, bytes, image_store, read_file};
 
 const BS: usize = 4096;
-
-fn image_store(tree: impl FnOnce(&Path)) -> TempStore {
-    let t = TempStore::new(BS as u32);
-    let src = t.dir.path().join("src");
-    fs::create_dir(&src).unwrap();
-    tree(&src);
-    t.import_path(&src, "img").unwrap();
-    t.create_container("c", "img").unwrap();
-    t
-}
 
 fn mount(store: &Store, container: &str) -> MountGuard {
     MountGuard::new(
@@ -79,7 +69,7 @@ fn rm_of_an_image_file_leaves_a_whiteout() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir(src.join("etc")).unwrap();
         fs::write(src.join("etc/a"), b"a").unwrap();
         fs::write(src.join("etc/b"), b"b").unwrap();
@@ -108,7 +98,7 @@ fn rmdir_and_mkdir_of_an_image_directory_make_it_opaque() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir_all(src.join("d/sub")).unwrap();
         fs::write(src.join("d/x"), b"x").unwrap();
         fs::write(src.join("d/y"), b"y").unwrap();
@@ -151,7 +141,7 @@ fn readdir_merges_three_layers() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir_all(src.join("d")).unwrap();
         fs::create_dir_all(src.join("o")).unwrap();
         for name in ["a", "b", "c"] {
@@ -218,7 +208,7 @@ fn two_mounted_containers_of_one_image_are_isolated() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir_all(src.join("dir/inner")).unwrap();
         fs::write(src.join("shared"), bytes(1, 3 * BS)).unwrap();
         fs::write(src.join("doomed"), b"doomed").unwrap();
@@ -264,7 +254,7 @@ fn commit_of_a_mounted_container() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::write(src.join("f"), bytes(2, 2 * BS)).unwrap();
         fs::write(src.join("doomed"), b"doomed").unwrap();
     });
@@ -318,7 +308,7 @@ fn an_image_mounts_read_only() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir(src.join("d")).unwrap();
         fs::write(src.join("d/f"), b"image").unwrap();
     });

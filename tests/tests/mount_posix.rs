@@ -20,25 +20,10 @@ use std::process::Command;
 
 use tessera::maintenance::FsckOptions;
 use tessera_fusefs::MountConfig;
-use tessera_tests::mount::{MountGuard, can_mount};
-use tessera_tests::{TempStore, bytes, read_file};
+use tessera_tests::mount::{MountGuard, can_mount, mount};
+use tessera_tests::{bytes, image_store, read_file};
 
 const BS: usize = 4096;
-
-/// A store whose image `img` is the tree `tree` writes, with container `c` on it.
-fn image_store(tree: impl FnOnce(&Path)) -> TempStore {
-    let t = TempStore::new(BS as u32);
-    let src = t.dir.path().join("src");
-    fs::create_dir(&src).unwrap();
-    tree(&src);
-    t.import_path(&src, "img").unwrap();
-    t.create_container("c", "img").unwrap();
-    t
-}
-
-fn mount(t: &TempStore) -> MountGuard {
-    MountGuard::new(t.open_container("c").unwrap(), MountConfig::default())
-}
 
 fn ino(path: &Path) -> u64 {
     fs::symlink_metadata(path).unwrap().ino()
@@ -117,7 +102,7 @@ fn invariant_6_inode_numbers_survive_copy_up_rename_and_remount() {
     if !can_mount() {
         return;
     }
-    let mut t = image_store(|src| {
+    let mut t = image_store(BS as u32, |src| {
         fs::create_dir_all(src.join("usr/lib")).unwrap();
         fs::write(src.join("usr/lib/big.bin"), bytes(1, 100_000)).unwrap();
         fs::write(src.join("small"), b"small").unwrap();
@@ -175,7 +160,7 @@ fn invariant_6_hard_links_of_the_image_stay_one_inode() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir(src.join("d")).unwrap();
         fs::write(src.join("one"), bytes(2, 3 * BS)).unwrap();
         fs::hard_link(src.join("one"), src.join("d/two")).unwrap();
@@ -218,7 +203,7 @@ fn invariant_7_read_only_descriptor_sees_writes_of_other_processes() {
         return;
     }
     let data = bytes(3, 5 * BS);
-    let t = image_store(|src| fs::write(src.join("f"), &data).unwrap());
+    let t = image_store(BS as u32, |src| fs::write(src.join("f"), &data).unwrap());
     let m = mount(&t);
     let p = m.join("f");
     // Opened (and read, so pages are cached) while the file is still the image's.
@@ -275,7 +260,7 @@ fn invariant_7_mmap_shared_is_coherent_with_write() {
         return;
     }
     let data = bytes(4, 4 * BS);
-    let t = image_store(|src| fs::write(src.join("f"), &data).unwrap());
+    let t = image_store(BS as u32, |src| fs::write(src.join("f"), &data).unwrap());
     let m = mount(&t);
     let p = m.join("f");
     // A read-only shared mapping made while the file is still the image's.
@@ -313,7 +298,7 @@ fn renaming_a_lower_directory_moves_its_contents() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir_all(src.join("usr/share/doc/pkg")).unwrap();
         fs::write(src.join("usr/share/doc/pkg/README"), b"readme").unwrap();
         fs::write(src.join("usr/share/x"), b"x").unwrap();
@@ -345,7 +330,9 @@ fn open_unlinked_files_stay_usable_until_closed() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| fs::write(src.join("lower"), bytes(5, 2 * BS)).unwrap());
+    let t = image_store(BS as u32, |src| {
+        fs::write(src.join("lower"), bytes(5, 2 * BS)).unwrap()
+    });
     let m = mount(&t);
     for name in ["lower", "upper"] {
         let p = m.join(name);
@@ -392,7 +379,7 @@ fn rm_rf_of_a_large_image_directory_and_d_ino() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         for dir in ["big", "big2"] {
             fs::create_dir_all(src.join(dir).join("sub/deeper")).unwrap();
             for i in 0..1100 {
@@ -439,7 +426,7 @@ fn new_nodes_belong_to_the_caller_and_follow_setgid_directories() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir(src.join("tmp")).unwrap();
         fs::set_permissions(src.join("tmp"), Permissions::from_mode(0o1777)).unwrap();
         fs::create_dir(src.join("shared")).unwrap();
@@ -519,7 +506,7 @@ fn mount_options_keep_setuid_and_allow_devices() {
     if !can_mount() {
         return;
     }
-    let t = image_store(|src| {
+    let t = image_store(BS as u32, |src| {
         fs::create_dir(src.join("bin")).unwrap();
         fs::copy("/usr/bin/id", src.join("bin/id")).unwrap();
         fs::set_permissions(src.join("bin/id"), Permissions::from_mode(0o4755)).unwrap();

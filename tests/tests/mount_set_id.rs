@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use tessera_fusefs::MountConfig;
-use tessera_tests::TempStore;
+use tessera_tests::image_store;
 use tessera_tests::mount::{MountGuard, can_mount};
 
 /// (name, kind, mode) of the nodes every case starts from; files are writable by everyone so
@@ -66,12 +66,7 @@ fn same_as_host(config: MountConfig, uid: u32, script: &str) {
     make_nodes(host.path());
     // The host directory must be reachable for the unprivileged user, as the mount is.
     fs::set_permissions(host.path(), Permissions::from_mode(0o755)).unwrap();
-    let t = TempStore::new(4096);
-    let src = t.dir.path().join("src");
-    fs::create_dir(&src).unwrap();
-    make_nodes(&src);
-    t.import_path(&src, "img").unwrap();
-    t.create_container("c", "img").unwrap();
+    let t = image_store(4096, make_nodes);
     let m = MountGuard::new(t.open_container("c").unwrap(), config);
     run(host.path(), uid, script);
     run(m.path(), uid, script);
