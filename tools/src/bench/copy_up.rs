@@ -178,8 +178,30 @@ impl Window {
     }
 }
 
-fn opt(v: Option<u64>) -> Value {
-    v.map_or(Value::Null, Value::from)
+/// The columns every table here ends with: what the workload cost in disk and memory.
+const COST_COLUMNS: [(&str, &str, Unit); 5] = [
+    ("bytes_added", "bytes added", Unit::Bytes),
+    ("block_bytes_added", "block data added", Unit::Bytes),
+    ("disk_total", "total disk", Unit::Bytes),
+    ("memory_growth", "memory", Unit::Bytes),
+    ("memory_attributed", "attributed", Unit::Bytes),
+];
+
+/// A table of the workload's own `columns` followed by [`COST_COLUMNS`].
+fn cost_table(title: String, columns: &[(&'static str, &'static str, Unit)]) -> Table {
+    Table::new(title, &[columns, &COST_COLUMNS[..]].concat())
+}
+
+/// `row` followed by the cells of [`COST_COLUMNS`].
+fn with_cost(mut row: Vec<Value>, added: &Usage, growth: Growth) -> Vec<Value> {
+    row.extend([
+        added.written.into(),
+        added.blocks.map_or(Value::Null, Value::from),
+        added.total.into(),
+        growth.system.into(),
+        growth.attributed.into(),
+    ]);
+    row
 }
 
 fn small_write(
@@ -202,7 +224,7 @@ fn small_write(
     };
     let offset = size / 2;
     let original = lower_byte(&lower, data::BIG, offset)?;
-    let mut table = Table::new(
+    let mut table = cost_table(
         format!(
             "small write: 1 byte + fsync into the middle of a {} lower file",
             crate::output::size(size)
@@ -238,33 +260,27 @@ fn small_write(
             let t = probe::median_timing(&timings);
             let added = results[0].0;
             let med = |f: fn(&Growth) -> i64| {
-                probe::median(&results.iter().map(|r| f(&r.1) as f64).collect::<Vec<_>>())
+                probe::median(&results.iter().map(|r| f(&r.1) as f64).collect::<Vec<_>>()) as i64
             };
-            Ok(vec![
-                t.total_ms.into(),
-                t.open_ms.into(),
-                t.fsync_ms.into(),
-                added.written.into(),
-                opt(added.blocks),
-                added.total.into(),
-                med(|g| g.system).into(),
-                med(|g| g.attributed).into(),
-            ])
+            let growth = Growth {
+                system: med(|g| g.system),
+                attributed: med(|g| g.attributed),
+            };
+            Ok(with_cost(
+                vec![t.total_ms.into(), t.open_ms.into(), t.fsync_ms.into()],
+                &added,
+                growth,
+            ))
         },
     )?;
     report.tables.push(table);
     Ok(())
 }
 
-const COLUMNS_FIRST_WRITE: [(&str, &str, Unit); 8] = [
+const COLUMNS_FIRST_WRITE: [(&str, &str, Unit); 3] = [
     ("first_write_ms", "first write", Unit::Ms),
     ("open_ms", "of it open", Unit::Ms),
     ("fsync_ms", "of it fsync", Unit::Ms),
-    ("bytes_added", "bytes added", Unit::Bytes),
-    ("block_bytes_added", "block data added", Unit::Bytes),
-    ("disk_total", "total disk", Unit::Bytes),
-    ("memory_growth", "memory", Unit::Bytes),
-    ("memory_attributed", "attributed", Unit::Bytes),
 ];
 
 fn sqlite(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) -> Result<()> {
@@ -272,7 +288,7 @@ fn sqlite(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) -> Resul
     let (lower, rows) = lowers.sqlite(args.db_size)?;
     spinner.finish();
     let db_bytes = std::fs::metadata(lower.join(data::DB))?.len();
-    let mut table = Table::new(
+    let mut table = cost_table(
         format!(
             "SQLite: {} single-row UPDATE transactions on a {} database from the image",
             args.updates,
@@ -282,11 +298,6 @@ fn sqlite(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) -> Resul
             ("first_txn_ms", "first txn", Unit::Ms),
             ("all_txns_s", "all txns", Unit::Seconds),
             ("txn_per_s", "txn/s", Unit::Count),
-            ("bytes_added", "bytes added", Unit::Bytes),
-            ("block_bytes_added", "block data added", Unit::Bytes),
-            ("disk_total", "total disk", Unit::Bytes),
-            ("memory_growth", "memory", Unit::Bytes),
-            ("memory_attributed", "attributed", Unit::Bytes),
         ],
     )
     .how(format!(
@@ -309,16 +320,15 @@ fn sqlite(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) -> Resul
             let rest = probe::sqlite_updates(&db, rows, updates - 1, 2)?;
             let (added, growth) = window.close(bed, data::DB)?;
             let all = (first + rest).as_secs_f64();
-            Ok(vec![
-                (first.as_secs_f64() * 1e3).into(),
-                all.into(),
-                (updates as f64 / all).into(),
-                added.written.into(),
-                opt(added.blocks),
-                added.total.into(),
-                growth.system.into(),
-                growth.attributed.into(),
-            ])
+            Ok(with_cost(
+                vec![
+                    (first.as_secs_f64() * 1e3).into(),
+                    all.into(),
+                    (updates as f64 / all).into(),
+                ],
+                &added,
+                growth,
+            ))
         },
     )?;
     report.tables.push(table);
@@ -331,7 +341,7 @@ fn random_write(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) ->
         Some(s) => fio::Length::Seconds(s),
         None => fio::Length::Ios(args.writes),
     };
-    let mut table = Table::new(
+    let mut table = cost_table(
         format!(
             "random 4 KiB writes into a {} image file",
             crate::output::size(args.image_size)
@@ -339,11 +349,6 @@ fn random_write(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) ->
         &[
             ("iops", "IOPS", Unit::Iops),
             ("wall_s", "fio wall time", Unit::Seconds),
-            ("bytes_added", "bytes added", Unit::Bytes),
-            ("block_bytes_added", "block data added", Unit::Bytes),
-            ("disk_total", "total disk", Unit::Bytes),
-            ("memory_growth", "memory", Unit::Bytes),
-            ("memory_attributed", "attributed", Unit::Bytes),
         ],
     )
     .how(format!(
@@ -368,15 +373,11 @@ fn random_write(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) ->
                 &[],
             )?;
             let (added, growth) = window.close(bed, data::BIG)?;
-            Ok(vec![
-                result.iops.into(),
-                result.wall_s.into(),
-                added.written.into(),
-                opt(added.blocks),
-                added.total.into(),
-                growth.system.into(),
-                growth.attributed.into(),
-            ])
+            Ok(with_cost(
+                vec![result.iops.into(), result.wall_s.into()],
+                &added,
+                growth,
+            ))
         },
     )?;
     report.tables.push(table);
@@ -388,7 +389,7 @@ fn containers(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) -> R
     let n = args.containers.max(1);
     let offset = args.image_size / 2;
     let original = lower_byte(&lower, data::BIG, offset)?;
-    let mut table = Table::new(
+    let mut table = cost_table(
         format!(
             "{n} containers each change 1 byte of the same {} file",
             crate::output::size(args.image_size)
@@ -396,11 +397,6 @@ fn containers(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) -> R
         &[
             ("first_write_ms", "median write", Unit::Ms),
             ("all_writes_ms", "all writes", Unit::Ms),
-            ("bytes_added", "bytes added", Unit::Bytes),
-            ("block_bytes_added", "block data added", Unit::Bytes),
-            ("disk_total", "total disk", Unit::Bytes),
-            ("memory_growth", "memory", Unit::Bytes),
-            ("memory_attributed", "attributed", Unit::Bytes),
         ],
     )
     .how(format!(
@@ -424,15 +420,14 @@ fn containers(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) -> R
                 timings.push(probe::first_write(&path, offset, byte, true)?);
             }
             let (added, growth) = window.close(bed, data::BIG)?;
-            Ok(vec![
-                probe::median_timing(&timings).total_ms.into(),
-                timings.iter().map(|t| t.total_ms).sum::<f64>().into(),
-                added.written.into(),
-                opt(added.blocks),
-                added.total.into(),
-                growth.system.into(),
-                growth.attributed.into(),
-            ])
+            Ok(with_cost(
+                vec![
+                    probe::median_timing(&timings).total_ms.into(),
+                    timings.iter().map(|t| t.total_ms).sum::<f64>().into(),
+                ],
+                &added,
+                growth,
+            ))
         },
     )?;
     report.tables.push(table);
