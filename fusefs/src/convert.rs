@@ -1,12 +1,14 @@
 //! Conversions between fuser's request types and the engine's, shared by the methods of
-//! `TesseraFs`: node ids, callers, times, and the sized replies of getxattr/listxattr.
+//! `TesseraFs`: node ids, callers, times, empty replies, and the sized replies of
+//! getxattr/listxattr.
 
 use std::time::SystemTime;
 
-use fuser::{Errno, INodeNo, ReplyXattr, Request, TimeOrNow};
+use fuser::{Errno, INodeNo, ReplyEmpty, ReplyXattr, Request, TimeOrNow};
 use tessera::{Caller, NodeId};
 
 use crate::attr;
+use crate::errno::errno;
 
 pub(crate) fn node(ino: INodeNo) -> NodeId {
     NodeId(ino.0)
@@ -34,5 +36,13 @@ pub(crate) fn reply_sized(reply: ReplyXattr, size: u32, data: &[u8]) {
         reply.error(Errno::ERANGE);
     } else {
         reply.data(data);
+    }
+}
+
+/// Replies to a request whose answer is success or an errno.
+pub(crate) fn reply_empty(result: tessera::Result<()>, reply: ReplyEmpty) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(&e)),
     }
 }

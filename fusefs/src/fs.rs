@@ -19,7 +19,7 @@ use tessera::{Fallocate, SeekTarget, SetAttr, Volume, XattrMode};
 
 use crate::MountConfig;
 use crate::attr::{self, ATTR_TTL, ENTRY_TTL, NEGATIVE_TTL};
-use crate::convert::{caller, node, ns, reply_sized};
+use crate::convert::{caller, node, ns, reply_empty, reply_sized};
 use crate::errno::errno;
 use crate::{dir_reply, set_id};
 
@@ -184,17 +184,11 @@ impl fuser::Filesystem for TesseraFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.volume.unlink(node(parent), name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.volume.unlink(node(parent), name.as_bytes()), reply)
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.volume.rmdir(node(parent), name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.volume.rmdir(node(parent), name.as_bytes()), reply)
     }
 
     fn symlink(
@@ -238,10 +232,7 @@ impl fuser::Filesystem for TesseraFs {
             newname.as_bytes(),
             flags,
         );
-        match result {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(result, reply)
     }
 
     fn link(
@@ -341,17 +332,11 @@ impl fuser::Filesystem for TesseraFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        match self.volume.release(VolumeHandle(fh.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.volume.release(VolumeHandle(fh.0)), reply)
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
-        match self.volume.fsync(node(ino)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.volume.fsync(node(ino)), reply)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -391,10 +376,7 @@ impl fuser::Filesystem for TesseraFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        match self.volume.releasedir(DirHandle(fh.0)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.volume.releasedir(DirHandle(fh.0)), reply)
     }
 
     fn fsyncdir(
@@ -405,10 +387,7 @@ impl fuser::Filesystem for TesseraFs {
         _ds: bool,
         reply: ReplyEmpty,
     ) {
-        match self.volume.fsyncdir() {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.volume.fsyncdir(), reply)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -443,13 +422,11 @@ impl fuser::Filesystem for TesseraFs {
             libc::XATTR_REPLACE => XattrMode::Replace,
             _ => return reply.error(Errno::EINVAL),
         };
-        match self
-            .volume
-            .setxattr(node(ino), name.as_bytes(), value, mode)
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            self.volume
+                .setxattr(node(ino), name.as_bytes(), value, mode),
+            reply,
+        )
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -474,18 +451,12 @@ impl fuser::Filesystem for TesseraFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.volume.removexattr(node(ino), name.as_bytes()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.volume.removexattr(node(ino), name.as_bytes()), reply)
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // The kernel checks permissions (default_permissions); only existence is ours.
-        match self.volume.getattr(node(ino)) {
-            Ok(_) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(self.volume.getattr(node(ino)).map(drop), reply)
     }
 
     fn create(
@@ -533,10 +504,10 @@ impl fuser::Filesystem for TesseraFs {
             }
             _ => return reply.error(Errno::EOPNOTSUPP),
         };
-        match self.volume.fallocate(node(ino), mode, offset, length) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
+        reply_empty(
+            self.volume.fallocate(node(ino), mode, offset, length),
+            reply,
+        )
     }
 
     fn lseek(
