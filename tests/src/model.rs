@@ -379,3 +379,47 @@ pub fn errno_name(errno: Errno) -> String {
     };
     name.to_string()
 }
+
+/// `Ok` when `got` (a system under test) shows what `want` (the model) does; else every
+/// difference, under `what`.
+pub fn same(what: &str, got: &Snapshot, want: &Snapshot) -> Result<(), String> {
+    let differences = compare(got, want);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(format!("{what} differs:\n  {}", differences.join("\n  ")))
+}
+
+/// The proptest settings of a model suite: `default_cases` cases unless `PROPTEST_CASES`
+/// says otherwise.
+pub fn proptest_config(default_cases: u32, max_shrink_iters: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default_cases);
+    proptest::test_runner::Config {
+        cases,
+        max_shrink_iters,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// The end of a case: `store` passes `fsck --verify-data`, and every image made on the way
+/// (`images`: name and the tree it showed when made) still shows that tree (`snapshot` of
+/// an image by name).
+pub fn check_store_and_images(
+    store: &tessera::Store,
+    images: &[(String, Snapshot)],
+    snapshot: impl Fn(&str) -> Snapshot,
+) -> Result<(), String> {
+    let report = store
+        .fsck(&tessera::maintenance::FsckOptions { verify_data: true })
+        .map_err(|e| format!("fsck: {e}"))?;
+    if !report.is_clean() {
+        return Err(format!("fsck: {}", report.problems.join("\n  ")));
+    }
+    for (image, snap) in images {
+        same(&format!("image {image} at the end"), &snapshot(image), snap)?;
+    }
+    Ok(())
+}

@@ -10,7 +10,6 @@
 //! deterministic tests at the bottom pin bugs the random ones found.
 
 use proptest::prelude::*;
-use tessera::maintenance::FsckOptions;
 use tessera_tests::TempStore;
 use tessera_tests::model::engine_fs::snapshot_volume;
 use tessera_tests::model::strategy::{Case, case};
@@ -18,32 +17,12 @@ use tessera_tests::model::{
     self, DirFs, EngineFs, Fill, FsUnderTest, Mode, Op, RenameMode, Snapshot,
 };
 
-fn config(default_cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(default_cases);
-    ProptestConfig {
-        cases,
-        max_shrink_iters: 2048,
-        ..ProptestConfig::default()
-    }
-}
-
 /// The longest op sequence of a case: `TESSERA_MODEL_OPS` (default 60), for longer soak runs.
 fn max_ops() -> usize {
     std::env::var("TESSERA_MODEL_OPS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(60)
-}
-
-fn same(what: &str, got: &Snapshot, want: &Snapshot) -> Result<(), String> {
-    let differences = model::compare(got, want);
-    if differences.is_empty() {
-        return Ok(());
-    }
-    Err(format!("{what} differs:\n  {}", differences.join("\n  ")))
 }
 
 /// The model directory and the engine, set up as `case` says: the base image imported from
@@ -69,7 +48,7 @@ fn set_up(block_size: u32, case: &Case) -> Result<Setup, String> {
         .import_path(&root, "base")
         .map_err(|e| format!("import: {e}"))?;
     let base = model.snapshot();
-    same(
+    model::same(
         "the imported image",
         &snapshot_volume(&store.open_image("base").expect("base"), true),
         &base,
@@ -83,7 +62,7 @@ fn set_up(block_size: u32, case: &Case) -> Result<Setup, String> {
         sut.commit_as(&image, i % 2 == 0)
             .map_err(|e| format!("commit {image}: {}", model::errno_name(e)))?;
         let snap = model.snapshot();
-        same(
+        model::same(
             &format!("image {image}"),
             &sut.image_snapshot(&image),
             &snap,
@@ -115,7 +94,7 @@ fn run_case(block_size: u32, case: &Case) -> Result<(), String> {
             let image = sut.committed.last().expect("committed").clone();
             let mut snap = model.snapshot();
             snap.handles.clear(); // an image has no open files
-            same(
+            model::same(
                 &format!("image {image}"),
                 &sut.image_snapshot(&image),
                 &snap,
@@ -125,25 +104,11 @@ fn run_case(block_size: u32, case: &Case) -> Result<(), String> {
     }
     // A last reopen: everything must have been made durable on the way out.
     model::step(&mut sut, &mut model, case.ops.len(), &Op::Reopen)?;
-    let report = sut
-        .store()
-        .fsck(&FsckOptions { verify_data: true })
-        .map_err(|e| format!("fsck: {e}"))?;
-    if !report.is_clean() {
-        return Err(format!("fsck: {}", report.problems.join("\n  ")));
-    }
-    for (image, snap) in &images {
-        same(
-            &format!("image {image} at the end"),
-            &sut.image_snapshot(image),
-            snap,
-        )?;
-    }
-    Ok(())
+    model::check_store_and_images(sut.store(), &images, |image| sut.image_snapshot(image))
 }
 
 proptest! {
-    #![proptest_config(config(32))]
+    #![proptest_config(model::proptest_config(32, 2048))]
     #[test]
     fn engine_matches_model_4k_blocks(case in case(max_ops())) {
         run_case(4096, &case).map_err(TestCaseError::fail)?;
@@ -151,7 +116,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(8))]
+    #![proptest_config(model::proptest_config(8, 2048))]
     #[test]
     fn engine_matches_model_64k_blocks(case in case(max_ops())) {
         run_case(65536, &case).map_err(TestCaseError::fail)?;

@@ -13,25 +13,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use proptest::prelude::*;
-use tessera::maintenance::FsckOptions;
 use tessera_fusefs::MountConfig;
 use tessera_tests::TempStore;
 use tessera_tests::model::engine_fs::{errno, snapshot_volume};
 use tessera_tests::model::strategy::{Case, case};
 use tessera_tests::model::{self, DirFs, FsResult, FsUnderTest, Mode, Op, Snapshot};
 use tessera_tests::mount::{MountGuard, can_mount};
-
-fn config(default_cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(default_cases);
-    ProptestConfig {
-        cases,
-        max_shrink_iters: 256,
-        ..ProptestConfig::default()
-    }
-}
 
 /// A container of a temporary store, mounted at a fixed place.
 struct Mounted {
@@ -102,14 +89,6 @@ impl Mounted {
     }
 }
 
-fn same(what: &str, got: &Snapshot, want: &Snapshot) -> Result<(), String> {
-    let differences = model::compare(got, want);
-    if differences.is_empty() {
-        return Ok(());
-    }
-    Err(format!("{what} differs:\n  {}", differences.join("\n  ")))
-}
-
 fn run_case(block_size: u32, config: MountConfig, case: &Case) -> Result<(), String> {
     let dir = tempfile::tempdir().expect("temp dir");
     let (root, point) = (dir.path().join("model"), dir.path().join("mnt"));
@@ -137,7 +116,7 @@ fn run_case(block_size: u32, config: MountConfig, case: &Case) -> Result<(), Str
     let hook_state = state.clone();
     let hook = Box::new(move |op: &Op| hook_state.borrow_mut().structural(op));
     let mut sut = DirFs::with_hook(&point, "mount", hook);
-    same("the mounted image", &sut.snapshot(), &model.snapshot())?;
+    model::same("the mounted image", &sut.snapshot(), &model.snapshot())?;
     // Layers below the container under test, each made through a mount of its own container.
     for (i, batch) in case.stacked.iter().enumerate() {
         model::run(&mut sut, &mut model, batch).map_err(|e| format!("stacking layer {i}: {e}"))?;
@@ -158,7 +137,7 @@ fn run_case(block_size: u32, config: MountConfig, case: &Case) -> Result<(), Str
             let image = s.committed.last().expect("committed").clone();
             let mut snap = model.snapshot();
             snap.handles.clear(); // an image has no open files
-            same(&format!("image {image}"), &s.image_snapshot(&image), &snap)?;
+            model::same(&format!("image {image}"), &s.image_snapshot(&image), &snap)?;
             images.push((image, snap));
         }
     }
@@ -167,25 +146,11 @@ fn run_case(block_size: u32, config: MountConfig, case: &Case) -> Result<(), Str
     drop(sut);
     let mut s = state.borrow_mut();
     s.unmount();
-    let report = s
-        .store
-        .fsck(&FsckOptions { verify_data: true })
-        .map_err(|e| format!("fsck: {e}"))?;
-    if !report.is_clean() {
-        return Err(format!("fsck: {}", report.problems.join("\n  ")));
-    }
-    for (image, snap) in &images {
-        same(
-            &format!("image {image} at the end"),
-            &s.image_snapshot(image),
-            snap,
-        )?;
-    }
-    Ok(())
+    model::check_store_and_images(&s.store, &images, |image| s.image_snapshot(image))
 }
 
 proptest! {
-    #![proptest_config(config(10))]
+    #![proptest_config(model::proptest_config(10, 256))]
     #[test]
     fn mount_matches_model_4k_blocks(case in case(40)) {
         if can_mount() {
@@ -195,7 +160,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(4))]
+    #![proptest_config(model::proptest_config(4, 256))]
     #[test]
     fn mount_matches_model_64k_blocks(case in case(40)) {
         if can_mount() {
@@ -205,7 +170,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(3))]
+    #![proptest_config(model::proptest_config(3, 256))]
     #[test]
     fn share_memory_mount_matches_model(case in case(40)) {
         if can_mount() {
