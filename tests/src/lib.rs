@@ -140,3 +140,31 @@ pub fn image_store(block_size: u32, tree: impl FnOnce(&Path)) -> TempStore {
     t.create_container("c", "img").expect("container");
     t
 }
+
+/// Whether `program` is installed; panics when it is missing and `TESSERA_REQUIRE_MOUNT=1`
+/// (CI installs it with scripts/setup.sh), else prints why the test is skipped.
+pub fn have_program(program: &str) -> bool {
+    if std::path::Path::new(program).exists() {
+        return true;
+    }
+    if std::env::var("TESSERA_REQUIRE_MOUNT").as_deref() == Ok("1") {
+        panic!("{program} is missing (scripts/setup.sh installs it)");
+    }
+    eprintln!("skipping: {program} is missing (scripts/setup.sh installs it)");
+    false
+}
+
+/// An error `message` is one clear line (no control characters, under 600 bytes) that names
+/// every needle.
+pub fn assert_clear_error(message: &str, needles: &[&str]) {
+    assert!(
+        !message.chars().any(char::is_control) && message.len() < 600,
+        "not one clear line: {message:?}"
+    );
+    for needle in needles {
+        assert!(
+            message.contains(needle),
+            "error {message:?} does not mention {needle:?}"
+        );
+    }
+}

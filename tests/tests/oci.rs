@@ -376,7 +376,7 @@ fn layer_export_writes_whiteouts_opaque_dirs_and_links() {
 
 #[test]
 fn umoci_unpacks_what_we_export() {
-    if !have_umoci() {
+    if !have_program("/usr/bin/umoci") {
         return;
     }
     let f = fixture();
@@ -406,7 +406,7 @@ fn umoci_unpacks_what_we_export() {
 
 #[test]
 fn images_umoci_builds_import() {
-    if !have_umoci() {
+    if !have_program("/usr/bin/umoci") {
         return;
     }
     let t = TempStore::new(BS);

@@ -72,16 +72,7 @@ fn refused(t: &TempStore, src: &Path, needles: &[&str]) -> tessera::Error {
         .expect_err("the import must fail");
     let message = err.to_string();
     eprintln!("refused: {message}");
-    assert!(
-        !message.chars().any(char::is_control) && message.len() < 600,
-        "not one clear line: {message:?}"
-    );
-    for needle in needles {
-        assert!(
-            message.contains(needle),
-            "error {message:?} does not mention {needle:?}"
-        );
-    }
+    assert_clear_error(&message, needles);
     assert_eq!(
         store_state(t),
         before,

@@ -14,19 +14,6 @@ use tessera_fusefs::MountConfig;
 use tessera_tests::mount::{MountGuard, can_mount};
 use tessera_tests::*;
 
-/// Whether `program` is installed; panics when it is missing and `TESSERA_REQUIRE_MOUNT=1`
-/// (CI installs it with scripts/setup.sh), else prints why the test is skipped.
-fn have_program(program: &str) -> bool {
-    if Path::new(program).exists() {
-        return true;
-    }
-    if std::env::var("TESSERA_REQUIRE_MOUNT").as_deref() == Ok("1") {
-        panic!("{program} is missing (scripts/setup.sh installs it)");
-    }
-    eprintln!("skipping: {program} is missing (scripts/setup.sh installs it)");
-    false
-}
-
 /// Runs a command, panicking with its output when it fails; returns its stdout.
 fn run(command: &mut Command) -> String {
     let out = command

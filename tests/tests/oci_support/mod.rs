@@ -482,18 +482,6 @@ pub fn store_state(store: &Store) -> StoreState {
     }
 }
 
-/// Whether `umoci` is installed (tests that need it print a message and pass otherwise).
-pub fn have_umoci() -> bool {
-    let found = std::process::Command::new("umoci")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("umoci is not installed: skipping the umoci part of this test");
-    }
-    found
-}
-
 pub fn umoci(args: &[&str]) {
     let out = std::process::Command::new("umoci")
         .args(args)
