@@ -157,14 +157,17 @@ impl Volume {
     pub fn setattr(&self, node: NodeId, change: &SetAttr) -> Result<Attr> {
         let stack = self.stack();
         stack.upper()?;
-        if let Some(caller) = change.kill_set_id {
-            let only_kill = *change
-                == SetAttr {
+        // Only dropping set-ID bits (asked on every unprivileged write in direct-I/O mode):
+        // nothing to write, not even ctime, when there are none.
+        if let Some(caller) = change.kill_set_id
+            && *change
+                == (SetAttr {
                     kill_set_id: Some(caller),
                     ..SetAttr::default()
-                };
+                })
+        {
             let record = self.record(&stack, node)?;
-            if only_kill && set_id_bits_to_drop(&record, caller) == 0 {
+            if set_id_bits_to_drop(&record, caller) == 0 {
                 return Ok(self.attr_of(node, &record));
             }
         }
