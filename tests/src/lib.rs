@@ -27,8 +27,13 @@ impl TempStore {
     /// A fresh store with the given block size and no background flusher (tests decide when
     /// things become durable).
     pub fn new(block_size: u32) -> TempStore {
+        TempStore::with_options(block_size, Self::options(block_size))
+    }
+
+    /// A fresh store opened with `options` (reopened with the defaults of `options`).
+    pub fn with_options(block_size: u32, options: StoreOptions) -> TempStore {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::init(dir.path().join("store"), Self::options(block_size)).expect("init");
+        let store = Store::init(dir.path().join("store"), options).expect("init");
         TempStore {
             store: Some(store),
             dir,

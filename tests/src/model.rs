@@ -200,6 +200,9 @@ pub enum Op {
     },
     /// `syncfs`: everything durable.
     SyncAll,
+    /// Reclaim every unreferenced block now (gc rewriting every pack with garbage), with files
+    /// open and unflushed data held, as the background reclaimer does while a container works.
+    Reclaim,
     /// Commit the container to a new image and continue on a fresh writable layer; with
     /// `close_first`, every handle is closed and the container's view with them.
     Commit {
@@ -239,6 +242,7 @@ pub trait FsUnderTest {
     fn fsync(&mut self, path: &str) -> FsResult;
     fn fsync_fd(&mut self, slot: u8) -> FsResult;
     fn sync_all(&mut self) -> FsResult;
+    fn reclaim(&mut self) -> FsResult;
     fn commit(&mut self, close_first: bool) -> FsResult;
     fn reopen(&mut self) -> FsResult;
     /// The whole visible tree, now.
@@ -292,6 +296,7 @@ pub fn apply(fs: &mut dyn FsUnderTest, op: &Op) -> FsResult {
         Op::Fsync { path } => fs.fsync(path),
         Op::FsyncFd { slot } => fs.fsync_fd(*slot),
         Op::SyncAll => fs.sync_all(),
+        Op::Reclaim => fs.reclaim(),
         Op::Commit { close_first } => fs.commit(*close_first),
         Op::Reopen => fs.reopen(),
     }
@@ -412,6 +417,15 @@ pub fn check_store_and_images(
     images: &[(String, Snapshot)],
     snapshot: impl Fn(&str) -> Snapshot,
 ) -> Result<(), String> {
+    // Everything unreferenced is reclaimed, nothing referenced is (fsck and the images below).
+    reclaim_all(store).map_err(|e| format!("reclaim: {e}"))?;
+    let stats = tessera::stats::stats(store, &Default::default()).map_err(|e| e.to_string())?;
+    if stats.store.reclaimable_bytes != 0 {
+        return Err(format!(
+            "{} bytes still reclaimable after a full reclamation",
+            stats.store.reclaimable_bytes
+        ));
+    }
     let report = store
         .fsck(&tessera::maintenance::FsckOptions { verify_data: true })
         .map_err(|e| format!("fsck: {e}"))?;
@@ -422,4 +436,13 @@ pub fn check_store_and_images(
         same(&format!("image {image} at the end"), &snapshot(image), snap)?;
     }
     Ok(())
+}
+
+/// Reclaims every unreferenced block: gc rewriting every pack that holds garbage.
+pub fn reclaim_all(store: &tessera::Store) -> tessera::Result<()> {
+    let options = tessera::maintenance::GcOptions {
+        dry_run: false,
+        repack_below: 1.0,
+    };
+    store.gc(&options).map(|_| ())
 }

@@ -384,3 +384,37 @@ fn every_subcommand_has_an_example_and_errors_are_one_line() {
         "no command above starts a daemon"
     );
 }
+
+/// A container that writes and deletes frees the space without `tessera gc`, and
+/// `daemon status` and `stats` show it.
+#[test]
+fn the_daemon_reclaims_what_a_container_deleted() {
+    if !can_mount() {
+        return;
+    }
+    let cli = Cli::new(&["c1"]);
+    let m1 = cli.mountpoint("m1");
+    cli.mount("c1", &m1);
+    std::fs::write(m1.join("scratch.bin"), bytes(5, 48 << 20)).unwrap();
+    std::fs::File::open(m1.join("scratch.bin"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
+    std::fs::remove_file(m1.join("scratch.bin")).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let reclaim = cli.status()["reclaim"].clone();
+        if reclaim["bytes_freed"].as_u64().unwrap() >= 40 << 20 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "nothing reclaimed: {reclaim}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stats = cli.json(&["stats", "--json"]);
+    assert_eq!(stats["store"]["reclaimable_bytes"], 0, "{stats}");
+    let text = cli.ok(&["daemon", "status"]);
+    assert!(text.contains("reclaim: "), "{text}");
+}

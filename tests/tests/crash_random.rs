@@ -1,5 +1,5 @@
 //! Simulated power cuts through the one I/O seam under both the packs and the metadata database
-//! (DESIGN.md §2 invariant 5). Every store here runs on `SimIo`, with no background flusher.
+//! (invariant 5 of docs/design.md). Every store here runs on `SimIo`, with no background flusher.
 //!
 //! `random_operations_survive_crashes` drives seeded random operations on a container (writes
 //! of every size to new and lower files, creates, links, renames, unlinks, truncates, mkdir,

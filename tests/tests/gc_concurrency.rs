@@ -1,4 +1,4 @@
-//! gc running while views read and write (DESIGN.md invariant 8 under concurrency): writers,
+//! gc running while views read and write (invariant 8 of docs/design.md, under concurrency): writers,
 //! readers, flushes and a gc that rewrites every pack holding garbage, all on the same files at
 //! once for a few seconds. Every write fills one half of a 4 KiB block (so the block is read, modified and
 //! written) with one byte value, so a reader can

@@ -1,4 +1,4 @@
-//! DESIGN.md §2 invariant 3: the first write of N bytes into a lower file costs O(N + block size)
+//! Invariant 3 of docs/design.md: the first write of N bytes into a lower file costs O(N + block size)
 //! data and O(log size) metadata, measured in bytes written and read through the I/O seam.
 
 use std::path::Path;

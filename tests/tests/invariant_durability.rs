@@ -1,4 +1,4 @@
-//! DESIGN.md §2 invariants 4, 5 and 8, each written to fail if it broke: a corrupt pack byte
+//! Invariants 4, 5 and 8 of docs/design.md, each written to fail if it broke: a corrupt pack byte
 //! gives a `Corrupt` error naming the pack and offset, never wrong bytes; durable points survive
 //! a simulated power cut (compact; `crash_random.rs` has the random one); an open-but-unlinked
 //! file lives until its release (through commit and gc), and a crash sweeps it. Invariants 6

@@ -1,4 +1,4 @@
-//! DESIGN.md §2 invariants 1 and 2, each written to fail if it broke: a block the store already
+//! Invariants 1 and 2 of docs/design.md, each written to fail if it broke: a block the store already
 //! holds (sealed pack, open pack, same flush) adds no data; lower layers never change — a write
 //! in one container is invisible to every other container and image.
 

@@ -74,6 +74,7 @@ impl Mounted {
                 let image = format!("commit{}", self.committed.len());
                 self.commit_as(&image, *close_first)
             }
+            Op::Reclaim => model::reclaim_all(&self.store).map_err(|e| errno(&e)),
             Op::Reopen => {
                 self.unmount();
                 self.store.reopen();

@@ -1,5 +1,5 @@
 //! POSIX guarantees of a mounted view that overlayfs does not give, through the kernel:
-//! DESIGN.md invariant 6 (inode numbers stable across copy-up, rename and remount; hard links
+//! Invariant 6 of docs/design.md (inode numbers stable across copy-up, rename and remount; hard links
 //! of the image one inode) and invariant 7 (every descriptor sees the same bytes: a read-only
 //! descriptor after another process writes, MAP_SHARED mappings and write(2) both ways), plus
 //! the semantics of §9 that only show through a kernel: renaming lower directories,

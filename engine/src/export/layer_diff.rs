@@ -475,8 +475,7 @@ impl<'s> RecordData<'s> {
         self.buf.clear();
         self.buf.resize(bs as usize, 0);
         if !id.is_zero() {
-            let _blocks_stay = self.store.block_read_guard();
-            self.store.blocks().read_block(&id, &mut self.buf, false)?;
+            self.store.blocks().get(&id, &mut self.buf)?;
         }
         self.buf.truncate(len);
         self.at = 0;

@@ -227,12 +227,12 @@ impl Store {
             return Err(Error::Exists(format!("image {name}")));
         }
         let started = Instant::now();
-        // Dedup may reference blocks already stored: gc must not move them meanwhile.
-        let _blocks_stay = self.block_read_guard();
+        // Dedup may reference stored blocks no layer references: reclamation must wait.
+        let _blocks_stay = self.reclaim_guard();
         let mut made: Vec<LayerId> = Vec::new();
         let count = layers.len();
         let outcome = std::thread::scope(|scope| {
-            let mut pipeline = Pipeline::start(scope, self.blocks().stage());
+            let mut pipeline = Pipeline::start(scope, self.blocks().stage()?);
             let fed = self.feed_layers(&mut pipeline, layers, &mut made);
             let finished = pipeline.finish();
             let (entries, files) = fed?;
@@ -247,7 +247,7 @@ impl Store {
                 return Err(e);
             }
         };
-        self.blocks().adopt(staging)?;
+        staging.adopt()?;
         if let Err(e) = self.publish_image(name, &made, config) {
             self.discard_layers(&made);
             return Err(e);

@@ -52,10 +52,13 @@ pub struct Pipeline<'scope, 'env> {
 pub type Contents = BTreeMap<ContentId, BTreeMap<u64, BlockId>>;
 
 /// What the writer thread hands back: the staging packs (dropped, so deleted, on failure).
-type WriterOutcome<'env> = Result<(Contents, u64, Staging<'env>)>;
+type WriterOutcome<'env> = Result<(Contents, u64, Box<dyn Staging + 'env>)>;
 
 impl<'scope, 'env> Pipeline<'scope, 'env> {
-    pub fn start(scope: &'scope thread::Scope<'scope, 'env>, staging: Staging<'env>) -> Self {
+    pub fn start(
+        scope: &'scope thread::Scope<'scope, 'env>,
+        staging: Box<dyn Staging + 'env>,
+    ) -> Self {
         let threads = thread::available_parallelism()
             .map_or(1, |n| n.get())
             .max(1);
@@ -107,7 +110,7 @@ impl<'scope, 'env> Pipeline<'scope, 'env> {
 
     /// Waits for every queued block; returns each content's block ids, the byte figures and
     /// the staging packs holding the new blocks.
-    pub fn finish(mut self) -> Result<(Contents, DataFigures, Staging<'env>)> {
+    pub fn finish(mut self) -> Result<(Contents, DataFigures, Box<dyn Staging + 'env>)> {
         drop(self.jobs.take());
         for hasher in self.hashers.drain(..) {
             hasher.join().expect("hasher does not panic");
@@ -143,7 +146,7 @@ fn hash_loop(rx: Receiver<Job>, tx: Sender<Hashed>) {
 }
 
 /// Stores hashed blocks in batches of about 4 MiB.
-fn write_loop(rx: Receiver<Hashed>, mut staging: Staging<'_>) -> WriterOutcome<'_> {
+fn write_loop(rx: Receiver<Hashed>, mut staging: Box<dyn Staging + '_>) -> WriterOutcome<'_> {
     const BATCH_BYTES: usize = 4 << 20;
     let mut contents = Contents::new();
     let mut batch: Vec<Hashed> = Vec::new();

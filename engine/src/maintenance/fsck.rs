@@ -14,7 +14,6 @@ use crate::ids::{BlockId, LayerId, NodeId};
 use crate::layer::{lookup, walk};
 use crate::meta::Reader;
 use crate::meta::records::Records;
-use crate::store::BlockStore;
 use crate::store_dir::Store;
 use crate::tree::block_map::{self, block_count};
 use crate::tree::node::{Content, FileKind};
@@ -233,7 +232,7 @@ impl Checker<'_> {
         let bs = self.store.block_size() as usize;
         let mut buf = vec![0u8; bs];
         for (id, location) in self.store.blocks().locations()? {
-            match self.store.blocks().read_block(&id, &mut buf, false) {
+            match self.store.blocks().get(&id, &mut buf) {
                 Ok(n) => {
                     self.report.blocks_verified += 1;
                     self.report.bytes_verified += n as u64;
@@ -253,7 +252,7 @@ impl Store {
     pub fn fsck(&self, options: &FsckOptions) -> Result<FsckReport> {
         let started = Instant::now();
         self.sync()?;
-        let _blocks_stay = self.block_read_guard();
+        let _blocks_stay = self.reclaim_guard();
         let mut checker = Checker {
             store: self,
             r: self.meta().read(),

@@ -1,23 +1,24 @@
-//! Garbage collection: mark, then sweep by repacking. Packs whose live share fell below a
-//! threshold have their live blocks copied into the open pack; then one metadata commit drops
-//! their records, and only then are their files deleted. Block-map pages nothing marks are
-//! deleted in the same commit. No reference counts anywhere: liveness is what marking finds.
+//! Garbage collection: mark, then let the block store reclaim what nothing marks. Packs whose
+//! live share fell below a threshold have their live blocks copied into the open pack and are
+//! retired; one metadata commit records the copies and forgets the retired packs (and deletes
+//! the block-map pages nothing marks); only then are their files deleted. No reference counts
+//! anywhere: liveness is what marking finds. The background reclaimer (`reclaimer.rs`) runs
+//! the same pass as the container works.
 //!
-//! Safety (DESIGN invariant 8): gc holds the flush lock (no flush can add references while it
-//! works), collects blocks live views reference only from memory, then holds the block-read
-//! lock exclusively, so no read or import holds a block id gc could move.
+//! Safety (invariant 8 of docs/design.md): gc holds the flush lock (no flush can add
+//! references while it works) and the reclaim lock exclusively (no import can dedup against a
+//! block it frees), and takes the blocks live views reference only from memory. Reads go on:
+//! the block store copies a live block before it retires the pack that held it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::mark;
 use crate::error::Result;
-use crate::format::records::pack_key;
-use crate::ids::{BlockId, PackId, PageId};
+use crate::ids::PageId;
 use crate::meta::{MetaRead, Table};
-use crate::store::BlockStore;
 use crate::store_dir::Store;
 
 /// How gc runs.
@@ -44,6 +45,8 @@ pub struct GcReport {
     pub dry_run: bool,
     pub referenced_blocks: u64,
     pub stored_blocks: u64,
+    /// Bytes of the referenced blocks.
+    pub live_bytes: u64,
     /// Stored blocks nothing references, and their bytes: what gc can reclaim at most.
     pub garbage_blocks: u64,
     pub garbage_bytes: u64,
@@ -57,86 +60,59 @@ pub struct GcReport {
     pub seconds: f64,
 }
 
-#[derive(Default)]
-struct PackUse {
-    live: Vec<(BlockId, u32)>,
-    live_bytes: u64,
-    dead_bytes: u64,
-}
-
 impl Store {
     /// Reclaims blocks and pages nothing references.
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport> {
+        self.gc_with_budget(options, &|_| None)
+    }
+
+    /// gc that also rewrites packs until the garbage left is within `budget(live bytes)`.
+    pub(crate) fn gc_with_budget(
+        &self,
+        options: &GcOptions,
+        budget: &dyn Fn(u64) -> Option<u64>,
+    ) -> Result<GcReport> {
         let started = Instant::now();
         self.sync()?;
         let _flush = self.flush_guard();
-        let in_memory = mark::unflushed(self);
-        let _no_readers = self.inner.gc_lock.write().unwrap();
+        let _no_dedup = self.inner.reclaim_lock.write().unwrap();
         let mut marks = mark::mark(self)?;
-        marks.blocks.extend(in_memory);
+        marks.blocks.extend(mark::unflushed(self));
 
+        let live = |id: &crate::ids::BlockId| marks.blocks.contains(id);
+        let plan = self.blocks().plan_reclaim(&live, 1.0)?;
+        let live_bytes = plan.live_bytes;
+        let plan = plan.select(options.repack_below, budget(live_bytes));
+        let dead_pages = self.dead_pages(&marks.pages)?;
+        let (bytes_freed, bytes_copied) = plan.totals();
         let mut report = GcReport {
             dry_run: options.dry_run,
             referenced_blocks: marks.blocks.len() as u64,
-            ..Default::default()
+            stored_blocks: plan.stored_blocks,
+            live_bytes,
+            garbage_blocks: plan.garbage_blocks,
+            garbage_bytes: plan.garbage_bytes,
+            packs_deleted: plan.units.iter().filter(|u| u.live.is_empty()).count() as u64,
+            packs_rewritten: plan.units.iter().filter(|u| !u.live.is_empty()).count() as u64,
+            bytes_copied,
+            bytes_freed,
+            pages_deleted: dead_pages.len() as u64,
+            seconds: 0.0,
         };
-        let mut packs: BTreeMap<PackId, PackUse> = BTreeMap::new();
-        let mut stored = HashSet::new();
-        for (id, location) in self.blocks().locations()? {
-            stored.insert(id);
-            let pack = packs.entry(location.pack).or_default();
-            if marks.blocks.contains(&id) {
-                pack.live.push((id, location.len));
-                pack.live_bytes += location.len as u64;
-            } else {
-                pack.dead_bytes += location.len as u64;
-                report.garbage_blocks += 1;
-                report.garbage_bytes += location.len as u64;
-            }
-        }
-        report.stored_blocks = stored.len() as u64;
-
-        let chosen: Vec<(PackId, PackUse)> = packs
-            .into_iter()
-            .filter(|(_, usage)| {
-                let total = usage.live_bytes + usage.dead_bytes;
-                // A pack with nothing live goes whatever the threshold.
-                usage.dead_bytes > 0
-                    && (usage.live_bytes == 0
-                        || (usage.live_bytes as f64) < options.repack_below * total as f64)
-            })
-            .collect();
-        let open = self.blocks().open_pack();
-        if !options.dry_run && chosen.iter().any(|(id, _)| Some(*id) == open) {
-            // The open pack is mostly garbage: seal it so it can be rewritten like the others.
-            self.blocks().seal_open()?;
-        }
-        let dead_pages = self.dead_pages(&marks.pages)?;
-        report.pages_deleted = dead_pages.len() as u64;
-        for (id, usage) in &chosen {
-            let len = self.blocks().pack_len(*id).unwrap_or(0);
-            report.bytes_freed += len;
-            report.bytes_copied += usage.live_bytes;
-            if usage.live.is_empty() {
-                report.packs_deleted += 1;
-            } else {
-                report.packs_rewritten += 1;
-            }
-        }
         if options.dry_run {
             report.seconds = started.elapsed().as_secs_f64();
             return Ok(report);
         }
 
-        for (id, usage) in chosen {
-            self.rewrite_pack(id, &usage.live)?;
+        self.blocks().reclaim(&plan)?;
+        if !dead_pages.is_empty() {
+            self.meta().write(|w| {
+                for page in &dead_pages {
+                    w.delete(Table::Pages, page.as_bytes());
+                }
+                Ok(())
+            })?;
         }
-        self.meta().write(|w| {
-            for page in &dead_pages {
-                w.delete(Table::Pages, page.as_bytes());
-            }
-            Ok(())
-        })?;
         self.commit_metadata()?;
         self.blocks().delete_retired()?;
         report.seconds = started.elapsed().as_secs_f64();
@@ -147,25 +123,6 @@ impl Store {
             report.pages_deleted
         );
         Ok(report)
-    }
-
-    /// Copies a pack's live blocks into the open pack and takes the pack out of service.
-    fn rewrite_pack(&self, id: PackId, live: &[(BlockId, u32)]) -> Result<()> {
-        let bs = self.block_size() as usize;
-        let mut blocks = Vec::with_capacity(live.len());
-        for (block, _) in live {
-            let mut buf = vec![0u8; bs];
-            let n = self.blocks().read_block(block, &mut buf, false)?;
-            buf.truncate(n);
-            blocks.push((*block, buf));
-        }
-        self.blocks().retire(id)?;
-        let refs: Vec<(BlockId, &[u8])> = blocks.iter().map(|(b, d)| (*b, d.as_slice())).collect();
-        self.blocks().put(&refs)?;
-        self.meta().write(|w| {
-            w.delete(Table::Packs, &pack_key(id));
-            Ok(())
-        })
     }
 
     fn dead_pages(&self, live: &HashSet<PageId>) -> Result<Vec<PageId>> {

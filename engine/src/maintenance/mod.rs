@@ -3,6 +3,8 @@
 pub mod fsck;
 pub mod gc;
 pub mod mark;
+pub mod reclaimer;
 
 pub use fsck::{FsckOptions, FsckReport};
 pub use gc::{GcOptions, GcReport};
+pub use reclaimer::ReclaimStatus;

@@ -9,7 +9,6 @@ use crate::ids::{BlockId, LayerId, NodeId};
 use crate::layer::{lookup, walk};
 use crate::meta::Reader;
 use crate::meta::records::Records;
-use crate::store::BlockStore;
 use crate::store_dir::Store;
 use crate::tree::block_map::{self, block_count};
 use crate::tree::node::Content;

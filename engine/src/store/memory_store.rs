@@ -1,16 +1,46 @@
 //! An in-memory block store for tests and tools: same contract, nothing durable across
 //! processes (`sync` returns an empty checkpoint).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use super::{BlockLocation, BlockStore, BlockStoreStats, Checkpoint};
+use super::{BlockLocation, BlockStore, BlockStoreStats, Checkpoint, ReclaimPlan, Staging};
 use crate::error::{Error, Result};
 use crate::ids::{BlockId, PackId};
 
 pub struct MemoryStore {
     block_size: usize,
     blocks: RwLock<HashMap<BlockId, Arc<[u8]>>>,
+}
+
+/// An import's blocks, held aside until adopted.
+struct MemoryStaging<'a> {
+    store: &'a MemoryStore,
+    blocks: HashMap<BlockId, Arc<[u8]>>,
+}
+
+impl Staging for MemoryStaging<'_> {
+    fn put(&mut self, blocks: &[(BlockId, &[u8])]) -> Result<u64> {
+        let mut added = 0;
+        for (id, data) in blocks {
+            self.store.check_len(id, data)?;
+            if id.is_zero() || self.blocks.contains_key(id) || self.store.contains(id)? {
+                continue;
+            }
+            self.blocks.insert(*id, Arc::from(*data));
+            added += data.len() as u64;
+        }
+        Ok(added)
+    }
+
+    fn holds(&self, id: &BlockId) -> bool {
+        self.blocks.contains_key(id)
+    }
+
+    fn adopt(self: Box<Self>) -> Result<()> {
+        self.store.blocks.write().unwrap().extend(self.blocks);
+        Ok(())
+    }
 }
 
 impl MemoryStore {
@@ -30,6 +60,15 @@ impl MemoryStore {
             *data = Arc::from(bytes);
         }
     }
+
+    fn check_len(&self, id: &BlockId, data: &[u8]) -> Result<()> {
+        if data.len() > self.block_size {
+            return Err(Error::InvalidInput(format!(
+                "block {id} is larger than the block size"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl BlockStore for MemoryStore {
@@ -45,11 +84,7 @@ impl BlockStore for MemoryStore {
         let mut held = self.blocks.write().unwrap();
         let mut added = 0;
         for (id, data) in blocks {
-            if data.len() > self.block_size {
-                return Err(Error::InvalidInput(format!(
-                    "block {id} is larger than the block size"
-                )));
-            }
+            self.check_len(id, data)?;
             if id.is_zero() || held.contains_key(id) {
                 continue;
             }
@@ -74,6 +109,13 @@ impl BlockStore for MemoryStore {
         }
         out[..data.len()].copy_from_slice(&data);
         Ok(data.len())
+    }
+
+    fn stage(&self) -> Result<Box<dyn Staging + '_>> {
+        Ok(Box::new(MemoryStaging {
+            store: self,
+            blocks: HashMap::new(),
+        }))
     }
 
     fn sync(&self) -> Result<Checkpoint> {
@@ -110,5 +152,35 @@ impl BlockStore for MemoryStore {
                 )
             })
             .collect())
+    }
+
+    /// Every block is its own unit here: a plan frees each unreferenced block.
+    fn plan_reclaim(
+        &self,
+        live: &dyn Fn(&BlockId) -> bool,
+        _repack_below: f64,
+    ) -> Result<ReclaimPlan> {
+        let mut plan = ReclaimPlan::from_locations(self.locations()?, live, 1.0, &|_| 0);
+        for unit in &mut plan.units {
+            unit.bytes = unit.dead_bytes;
+        }
+        Ok(plan)
+    }
+
+    fn reclaim(&self, plan: &ReclaimPlan) -> Result<()> {
+        // One unit holds every block: without it in the plan, nothing is reclaimed.
+        if plan.units.is_empty() {
+            return Ok(());
+        }
+        let keep: BTreeSet<BlockId> = plan.units.iter().flat_map(|u| u.live.clone()).collect();
+        self.blocks
+            .write()
+            .unwrap()
+            .retain(|id, _| keep.contains(id));
+        Ok(())
+    }
+
+    fn delete_retired(&self) -> Result<u64> {
+        Ok(0)
     }
 }

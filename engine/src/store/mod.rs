@@ -8,8 +8,11 @@
 //!   first references the blocks, then calls `acknowledge`. A store reopened after a crash is
 //!   cut back to the last recorded checkpoint, so metadata never references a block that is not
 //!   on disk, and nothing the metadata references is ever cut.
-//! - Written block bytes are never overwritten in place. Only gc (repack, then delete whole
-//!   packs) removes them.
+//! - Written block bytes are never overwritten in place. Only reclamation removes them, in three
+//!   steps: `reclaim` copies a unit's live blocks elsewhere and retires the unit (no lookup finds
+//!   it, a reader that found it earlier still reads it); the next checkpoint lists it as retired
+//!   and the metadata commit forgets it; only then does `delete_retired` free its space. A crash
+//!   anywhere leaves either the old unit recorded or the copies recorded, never neither.
 //! - Every block is verified against its id when it is loaded; a mismatch is a `Corrupt` error
 //!   naming the pack and offset, never wrong bytes.
 //! - The all-zero block is never stored (`BlockId::ZERO`); callers synthesize it.
@@ -17,19 +20,20 @@
 mod block_cache;
 mod memory_store;
 mod pack_reader;
+mod pack_reads;
 pub mod pack_store;
 mod pack_writer;
-mod retire;
+mod reclaim;
 mod staging;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use block_cache::BlockCache;
 pub use memory_store::MemoryStore;
-pub use pack_store::{BlockRead, PackStore};
-pub use staging::Staging;
+pub use pack_store::PackStore;
+pub use reclaim::{ReclaimPlan, ReclaimUnit};
 
 use crate::error::Result;
 use crate::format::records::PackRecord;
@@ -39,6 +43,46 @@ use crate::ids::{BlockId, PackId};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Checkpoint {
     pub packs: BTreeMap<PackId, PackRecord>,
+    /// Packs reclamation retired: the metadata commit deletes their records.
+    pub retired: BTreeSet<PackId>,
+}
+
+impl Checkpoint {
+    pub fn is_empty(&self) -> bool {
+        self.packs.is_empty() && self.retired.is_empty()
+    }
+}
+
+/// One block of a [`BlockStore::read_blocks`] call and where its bytes go.
+pub struct BlockRead<'a> {
+    pub id: BlockId,
+    pub dst: &'a mut [u8],
+    /// Bytes of the block to skip before `dst` starts.
+    pub skip: usize,
+}
+
+impl BlockRead<'_> {
+    pub(crate) fn fill(&mut self, block: &[u8]) {
+        // A stored last block is as long as the file was; a read may start past its end.
+        let start = self.skip.min(block.len());
+        let available = (block.len() - start).min(self.dst.len());
+        self.dst[..available].copy_from_slice(&block[start..start + available]);
+        self.dst[available..].fill(0);
+    }
+}
+
+/// Blocks an import writes aside: invisible to lookups until adopted, gone when dropped
+/// unadopted, so a failed import leaves the store as it was.
+pub trait Staging: Send {
+    /// Stores blocks neither the store nor this staging holds; returns the bytes added.
+    fn put(&mut self, blocks: &[(BlockId, &[u8])]) -> Result<u64>;
+
+    /// Whether this staging stored the block.
+    fn holds(&self, id: &BlockId) -> bool;
+
+    /// Hands the staged blocks to the store: readable at once, recorded by the next
+    /// checkpoint (so durable with the metadata commit that publishes the import).
+    fn adopt(self: Box<Self>) -> Result<()>;
 }
 
 /// Counts a store keeps of its contents.
@@ -75,6 +119,22 @@ pub trait BlockStore: Send + Sync {
     /// least `block_size` bytes.
     fn get(&self, id: &BlockId, out: &mut [u8]) -> Result<usize>;
 
+    /// Reads many verified blocks: each request gets bytes `[skip, skip + dst.len())` of its
+    /// block (zero past the block's end). With `use_cache`, through the store's block cache if
+    /// it has one. Backends batch what they can (adjacent blocks in one read).
+    fn read_blocks(&self, reads: &mut [BlockRead<'_>], use_cache: bool) -> Result<()> {
+        let _ = use_cache;
+        let mut scratch = vec![0u8; self.block_size()];
+        for read in reads.iter_mut() {
+            let n = self.get(&read.id, &mut scratch)?;
+            read.fill(&scratch[..n]);
+        }
+        Ok(())
+    }
+
+    /// Starts a staging area for an import.
+    fn stage(&self) -> Result<Box<dyn Staging + '_>>;
+
     /// Makes every earlier `put` durable; see the contract above.
     fn sync(&self) -> Result<Checkpoint>;
 
@@ -85,4 +145,27 @@ pub trait BlockStore: Send + Sync {
 
     /// Every stored block and where it lives (for fsck and gc), pack by pack.
     fn locations(&self) -> Result<Vec<(BlockId, BlockLocation)>>;
+
+    /// What reclaiming every block `live` rejects would do: the units (packs) to rewrite, the
+    /// live blocks to copy out of them, and the garbage found. Units whose live share is at
+    /// least `repack_below` are left alone (copying them costs more than it frees).
+    fn plan_reclaim(
+        &self,
+        live: &dyn Fn(&BlockId) -> bool,
+        repack_below: f64,
+    ) -> Result<ReclaimPlan>;
+
+    /// Carries out a plan: copies the live blocks of its units elsewhere, then retires the
+    /// units. The caller guarantees no block outside the plan's live sets is referenced, and
+    /// no `put` runs meanwhile. The retired units leave the next checkpoint.
+    fn reclaim(&self, plan: &ReclaimPlan) -> Result<()>;
+
+    /// Frees the space of retired units whose checkpoint was acknowledged. Returns the bytes
+    /// freed.
+    fn delete_retired(&self) -> Result<u64>;
+
+    /// The block cache's (bytes held, hits, misses), when the store has one.
+    fn cache_figures(&self) -> Option<(usize, u64, u64)> {
+        None
+    }
 }

@@ -5,14 +5,15 @@
 //! packs the metadata never recorded are deleted, missing or damaged indexes of sealed packs
 //! are rebuilt from the packs' self-describing segments.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::block_cache::BlockCache;
 use super::pack_reader;
 use super::pack_writer::PackWriter;
-use super::staging::Staging;
-use super::{BlockLocation, BlockStore, BlockStoreStats, Checkpoint};
+use super::reclaim::ReclaimPlan;
+use super::staging::PackStaging;
+use super::{BlockLocation, BlockRead, BlockStore, BlockStoreStats, Checkpoint, Staging};
 use crate::error::{Error, IoContext, Result};
 use crate::format::FORMAT_VERSION;
 use crate::format::pack::PackHeader;
@@ -21,24 +22,6 @@ use crate::format::records::PackRecord;
 use crate::ids::{BlockId, PackId};
 use crate::io::{Io, IoFile, Mapped, OpenMode};
 use crate::layout::{PackFile, StoreLayout};
-
-/// One block of a [`PackStore::read_blocks`] call and where its bytes go.
-pub struct BlockRead<'a> {
-    pub id: BlockId,
-    pub dst: &'a mut [u8],
-    /// Bytes of the block to skip before `dst` starts.
-    pub skip: usize,
-}
-
-impl BlockRead<'_> {
-    fn fill(&mut self, block: &[u8]) {
-        // A stored last block is as long as the file was; a read may start past its end.
-        let start = self.skip.min(block.len());
-        let available = (block.len() - start).min(self.dst.len());
-        self.dst[..available].copy_from_slice(&block[start..start + available]);
-        self.dst[available..].fill(0);
-    }
-}
 
 /// How a pack store is set up.
 #[derive(Debug, Clone)]
@@ -53,11 +36,11 @@ pub struct PackStoreConfig {
 pub struct PackStore {
     pub(super) io: Io,
     pub(super) layout: StoreLayout,
-    config: PackStoreConfig,
+    pub(super) config: PackStoreConfig,
     pub(super) sealed: RwLock<BTreeMap<PackId, SealedPack>>,
     pub(super) open: RwLock<OpenPack>,
     pub(super) writer: Mutex<WriterState>,
-    cache: Option<BlockCache>,
+    pub(super) cache: Option<BlockCache>,
 }
 
 pub(super) struct SealedPack {
@@ -83,7 +66,9 @@ pub(super) struct WriterState {
     pub(super) next_id: PackId,
     /// Pack records not yet acknowledged as recorded by the metadata.
     pub(super) pending: BTreeMap<PackId, PackRecord>,
-    /// Packs gc took out of service, whose files go once the metadata forgets them.
+    /// Packs reclamation took out of service whose records the metadata still holds.
+    pub(super) retiring: BTreeSet<PackId>,
+    /// Retired packs the metadata forgot: their files can go.
     pub(super) retired: Vec<PackId>,
 }
 
@@ -128,6 +113,7 @@ impl PackStore {
                 writer: None,
                 next_id: PackId(max_id.0 + 1),
                 pending: BTreeMap::new(),
+                retiring: BTreeSet::new(),
                 retired: Vec::new(),
             }),
             cache,
@@ -262,7 +248,7 @@ impl PackStore {
         self.load_index(id, pack_len)
     }
 
-    fn locate(&self, id: &BlockId) -> Option<(PackId, Entry, Arc<dyn IoFile>)> {
+    pub(super) fn locate(&self, id: &BlockId) -> Option<(PackId, Entry, Arc<dyn IoFile>)> {
         {
             let open = self.open.read().unwrap();
             if let (Some(entry), Some(pack), Some(file)) =
@@ -332,102 +318,51 @@ impl PackStore {
         Ok(state.writer.as_mut().expect("just created"))
     }
 
-    pub fn cache(&self) -> Option<&BlockCache> {
-        self.cache.as_ref()
-    }
-
-    /// Reads a verified block into `out`. With `use_cache`, through the block cache (when the
-    /// store has one): a hit costs a copy, a miss is read, verified and kept. Without, the
-    /// cache is not filled (the kernel's page cache above the mount is the only cache then).
-    pub fn read_block(&self, id: &BlockId, out: &mut [u8], use_cache: bool) -> Result<usize> {
-        let cache = self.cache.as_ref().filter(|_| use_cache);
-        if let Some(cached) = cache.and_then(|c| c.get(id)) {
-            if out.len() < cached.len() {
-                return Err(Error::Corrupt(format!(
-                    "block {id} is longer than its place"
+    /// Appends blocks to the open pack (sealing it when full); returns the bytes added.
+    fn append(&self, state: &mut WriterState, fresh: &[(BlockId, &[u8])]) -> Result<u64> {
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        for (id, data) in fresh {
+            if data.len() > self.config.block_size as usize {
+                return Err(Error::InvalidInput(format!(
+                    "block {id} is {} bytes, larger than the block size",
+                    data.len()
                 )));
             }
-            out[..cached.len()].copy_from_slice(&cached);
-            return Ok(cached.len());
         }
-        let (pack, entry, file) = self
-            .locate(id)
-            .ok_or_else(|| Error::Corrupt(format!("block {id} is referenced but not stored")))?;
-        if out.len() < entry.len as usize {
-            return Err(Error::Corrupt(format!(
-                "block {id} in pack {pack} is longer ({} bytes) than its place in the file",
-                entry.len
-            )));
+        let writer = self.open_writer(state)?;
+        let placed = writer.append(fresh)?;
+        let full = writer.len >= self.config.pack_target;
+        self.open.write().unwrap().entries.extend(placed);
+        if full {
+            self.seal(state)?;
         }
-        let len = pack_reader::read_block(&*file, pack, entry, id, out)?;
-        if let Some(cache) = cache {
-            cache.insert(*id, Arc::from(&out[..len]));
-        }
-        Ok(len)
+        Ok(fresh.iter().map(|(_, d)| d.len() as u64).sum())
     }
 
-    /// Reads many blocks: runs of blocks stored next to each other in one pack are read with
-    /// one direct read (up to 1 MiB), then each is verified. Each request copies bytes
-    /// `[skip, skip + dst.len())` of its block into `dst` (zero past the block's end).
-    pub fn read_blocks(&self, reads: &mut [BlockRead<'_>], use_cache: bool) -> Result<()> {
-        const MAX_RUN: u64 = 1 << 20;
-        if let Some(cache) = self.cache.as_ref().filter(|_| use_cache) {
-            let mut scratch = vec![0u8; self.config.block_size as usize];
-            for read in reads.iter_mut() {
-                match cache.get(&read.id) {
-                    // Straight from the cache: one copy.
-                    Some(block) => read.fill(&block),
-                    None => {
-                        let n = self.read_block(&read.id, &mut scratch, true)?;
-                        read.fill(&scratch[..n]);
-                    }
-                }
-            }
-            return Ok(());
-        }
-        let mut located = Vec::with_capacity(reads.len());
-        for (i, read) in reads.iter().enumerate() {
-            let (pack, entry, file) = self.locate(&read.id).ok_or_else(|| {
-                Error::Corrupt(format!("block {} is referenced but not stored", read.id))
-            })?;
-            located.push((pack, entry, file, i));
-        }
-        located.sort_by_key(|(pack, entry, _, _)| (*pack, entry.offset));
-        let mut start = 0;
-        while start < located.len() {
-            let (pack, first, file, _) = &located[start];
-            let mut end = start + 1;
-            let mut run_end = first.offset + crate::format::pack::aligned(first.len as u64);
-            while end < located.len() {
-                let (next_pack, next, _, _) = &located[end];
-                let next_end = next.offset + crate::format::pack::aligned(next.len as u64);
-                if next_pack != pack || next.offset != run_end || next_end - first.offset > MAX_RUN
-                {
-                    break;
-                }
-                run_end = next_end;
-                end += 1;
-            }
-            let run = &located[start..end];
-            pack_reader::read_run(
-                &**file,
-                *pack,
-                first.offset,
-                (run_end - first.offset) as usize,
-                &mut |bytes| {
-                    for (_, entry, _, i) in run {
-                        let at = (entry.offset - first.offset) as usize;
-                        let data = &bytes[at..at + entry.len as usize];
-                        let read = &mut reads[*i];
-                        pack_reader::verify(&read.id, data, *pack, entry.offset)?;
-                        read.fill(data);
-                    }
-                    Ok(())
-                },
-            )?;
-            start = end;
-        }
-        Ok(())
+    /// Stores copies of blocks that only packs in `leaving` hold (reclamation).
+    pub(super) fn put_copies(
+        &self,
+        blocks: &[(BlockId, &[u8])],
+        leaving: &HashSet<PackId>,
+    ) -> Result<u64> {
+        let mut state = self.writer.lock().unwrap();
+        let held_elsewhere = |id: &BlockId| {
+            self.open.read().unwrap().entries.contains_key(id)
+                || self
+                    .sealed
+                    .read()
+                    .unwrap()
+                    .iter()
+                    .any(|(pack, sp)| !leaving.contains(pack) && sp.view().find(id).is_some())
+        };
+        let fresh: Vec<(BlockId, &[u8])> = blocks
+            .iter()
+            .filter(|(id, _)| !held_elsewhere(id))
+            .map(|(id, data)| (*id, *data))
+            .collect();
+        self.append(&mut state, &fresh)
     }
 
     pub(super) fn holds(&self, id: &BlockId) -> bool {
@@ -448,11 +383,6 @@ impl PackStore {
     pub(super) fn pack_target(&self) -> u64 {
         self.config.pack_target
     }
-
-    /// Starts a staging area for an import (see `staging`).
-    pub fn stage(&self) -> Staging<'_> {
-        Staging::new(self)
-    }
 }
 
 impl BlockStore for PackStore {
@@ -472,29 +402,19 @@ impl BlockStore for PackStore {
             .filter(|(id, _)| !id.is_zero() && seen.insert(*id) && self.locate(id).is_none())
             .map(|(id, data)| (*id, *data))
             .collect();
-        if fresh.is_empty() {
-            return Ok(0);
-        }
-        for (id, data) in &fresh {
-            if data.len() > self.config.block_size as usize {
-                return Err(Error::InvalidInput(format!(
-                    "block {id} is {} bytes, larger than the block size",
-                    data.len()
-                )));
-            }
-        }
-        let writer = self.open_writer(&mut state)?;
-        let placed = writer.append(&fresh)?;
-        let full = writer.len >= self.config.pack_target;
-        self.open.write().unwrap().entries.extend(placed);
-        if full {
-            self.seal(&mut state)?;
-        }
-        Ok(fresh.iter().map(|(_, d)| d.len() as u64).sum())
+        self.append(&mut state, &fresh)
     }
 
     fn get(&self, id: &BlockId, out: &mut [u8]) -> Result<usize> {
         self.read_block(id, out, false)
+    }
+
+    fn read_blocks(&self, reads: &mut [BlockRead<'_>], use_cache: bool) -> Result<()> {
+        self.read_batch(reads, use_cache)
+    }
+
+    fn stage(&self) -> Result<Box<dyn Staging + '_>> {
+        Ok(Box::new(PackStaging::new(self)))
     }
 
     fn sync(&self) -> Result<Checkpoint> {
@@ -516,6 +436,7 @@ impl BlockStore for PackStore {
         }
         Ok(Checkpoint {
             packs: state.pending.clone(),
+            retired: state.retiring.clone(),
         })
     }
 
@@ -524,6 +445,11 @@ impl BlockStore for PackStore {
         for (id, record) in &checkpoint.packs {
             if state.pending.get(id) == Some(record) {
                 state.pending.remove(id);
+            }
+        }
+        for id in &checkpoint.retired {
+            if state.retiring.remove(id) {
+                state.retired.push(*id);
             }
         }
     }
@@ -575,24 +501,24 @@ impl BlockStore for PackStore {
         }
         Ok(out)
     }
-}
 
-#[cfg(test)]
-mod fill_tests {
-    use super::*;
+    fn plan_reclaim(
+        &self,
+        live: &dyn Fn(&BlockId) -> bool,
+        repack_below: f64,
+    ) -> Result<ReclaimPlan> {
+        self.plan(live, repack_below)
+    }
 
-    #[test]
-    fn a_read_past_the_end_of_a_short_block_gives_zeros() {
-        for (skip, block, want) in [(3, &[1u8][..], [0u8; 4]), (1, &[1, 2, 3][..], [2, 3, 0, 0])] {
-            let mut dst = [7u8; 4];
-            let (id, dst_ref) = (BlockId::ZERO, &mut dst[..]);
-            BlockRead {
-                id,
-                dst: dst_ref,
-                skip,
-            }
-            .fill(block);
-            assert_eq!(dst, want);
-        }
+    fn reclaim(&self, plan: &ReclaimPlan) -> Result<()> {
+        self.carry_out(plan)
+    }
+
+    fn delete_retired(&self) -> Result<u64> {
+        self.delete_retired_packs()
+    }
+
+    fn cache_figures(&self) -> Option<(usize, u64, u64)> {
+        self.cache.as_ref().map(|c| c.figures())
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::Staging;
 use super::pack_store::{PackStore, SealedPack};
 use super::pack_writer::PackWriter;
 use crate::error::Result;
@@ -14,7 +15,7 @@ use crate::format::pack_index::Entry;
 use crate::format::records::PackRecord;
 use crate::ids::{BlockId, PackId};
 
-pub struct Staging<'a> {
+pub struct PackStaging<'a> {
     pub(super) store: &'a PackStore,
     pub(super) writer: Option<PackWriter>,
     /// Finished staging packs and their entries.
@@ -24,9 +25,9 @@ pub struct Staging<'a> {
     pub(super) adopted: bool,
 }
 
-impl<'a> Staging<'a> {
-    pub(super) fn new(store: &'a PackStore) -> Staging<'a> {
-        Staging {
+impl<'a> PackStaging<'a> {
+    pub(super) fn new(store: &'a PackStore) -> PackStaging<'a> {
+        PackStaging {
             store,
             writer: None,
             full: Vec::new(),
@@ -36,8 +37,32 @@ impl<'a> Staging<'a> {
         }
     }
 
+    pub(super) fn pack_ids(&self) -> Vec<PackId> {
+        self.full
+            .iter()
+            .map(|(w, _)| w.id)
+            .chain(self.writer.as_ref().map(|w| w.id))
+            .collect()
+    }
+}
+
+impl Drop for PackStaging<'_> {
+    fn drop(&mut self) {
+        if self.adopted {
+            return;
+        }
+        for id in self.pack_ids() {
+            let path = self.store.layout.pack(id);
+            if let Err(e) = self.store.io.remove_file(&path) {
+                tracing::warn!("removing staging pack {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+impl Staging for PackStaging<'_> {
     /// Stores blocks the store and this import do not hold yet; returns the bytes added.
-    pub fn put(&mut self, blocks: &[(BlockId, &[u8])]) -> Result<u64> {
+    fn put(&mut self, blocks: &[(BlockId, &[u8])]) -> Result<u64> {
         let mut fresh = Vec::new();
         for (id, data) in blocks {
             if id.is_zero() || self.all_ids.contains(id) || self.store.holds(id) {
@@ -75,46 +100,22 @@ impl<'a> Staging<'a> {
     }
 
     /// Whether this import stored the block.
-    pub fn holds(&self, id: &BlockId) -> bool {
+    fn holds(&self, id: &BlockId) -> bool {
         self.all_ids.contains(id)
     }
 
-    pub(super) fn pack_ids(&self) -> Vec<PackId> {
-        self.full
-            .iter()
-            .map(|(w, _)| w.id)
-            .chain(self.writer.as_ref().map(|w| w.id))
-            .collect()
-    }
-}
-
-impl Drop for Staging<'_> {
-    fn drop(&mut self) {
-        if self.adopted {
-            return;
-        }
-        for id in self.pack_ids() {
-            let path = self.store.layout.pack(id);
-            if let Err(e) = self.store.io.remove_file(&path) {
-                tracing::warn!("removing staging pack {}: {e}", path.display());
-            }
-        }
-    }
-}
-
-impl PackStore {
-    /// Seals an import's staging packs into the store. Their records join the next checkpoint,
-    /// so they become durable with the metadata commit that publishes the import.
-    pub fn adopt(&self, mut staging: Staging<'_>) -> Result<()> {
-        let mut packs = std::mem::take(&mut staging.full);
-        if let Some(writer) = staging.writer.take() {
-            let entries = std::mem::take(&mut staging.entries).into_iter().collect();
+    /// Seals the staging packs into the store. Their records join the next checkpoint, so
+    /// they become durable with the metadata commit that publishes the import.
+    fn adopt(mut self: Box<Self>) -> Result<()> {
+        let mut packs = std::mem::take(&mut self.full);
+        if let Some(writer) = self.writer.take() {
+            let entries = std::mem::take(&mut self.entries).into_iter().collect();
             packs.push((writer, entries));
         }
         for (mut writer, entries) in packs {
             writer.sync()?;
-            let index = self.write_index(writer.id, writer.len, entries)?;
-            self.sealed.write().unwrap().insert(
+            let index = self.store.write_index(writer.id, writer.len, entries)?;
+            self.store.sealed.write().unwrap().insert(
                 writer.id,
                 SealedPack {
                     file: writer.file.clone(),
@@ -125,13 +126,14 @@ impl PackStore {
                 len: writer.len,
                 sealed: true,
             };
-            self.writer
+            self.store
+                .writer
                 .lock()
                 .unwrap()
                 .pending
                 .insert(writer.id, record);
         }
-        staging.adopted = true;
+        self.adopted = true;
         Ok(())
     }
 }

@@ -2,7 +2,8 @@
 //! change is durable within a bounded time; and early, when writers nudge it because dirty
 //! data passed half the limit, so writers rarely have to flush themselves. It holds only a
 //! weak reference to the store and exits when the store closes. Its errors are kept for the
-//! next fsync to report.
+//! next fsync to report. After each tick it runs a reclamation pass when one is due
+//! (`maintenance::reclaimer`).
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -38,7 +39,7 @@ impl Flusher {
     }
 }
 
-pub(super) fn start(store: &Store, interval: Duration) {
+pub(super) fn start(store: &Store, interval: Duration, reclaim: bool) {
     let weak = Arc::downgrade(&store.inner);
     let signals = store.inner.flusher.signals.clone();
     let spawned = std::thread::Builder::new()
@@ -62,6 +63,9 @@ pub(super) fn start(store: &Store, interval: Duration) {
                 if busy && let Err(e) = store.sync() {
                     tracing::error!("background flush failed: {e}");
                     *store.inner.background_error.lock().unwrap() = Some(e.to_string());
+                }
+                if reclaim {
+                    store.reclaim_if_due(busy);
                 }
             }
         });

@@ -28,7 +28,7 @@ use crate::layout::StoreLayout;
 use crate::meta::Meta;
 use crate::meta::records::Records;
 use crate::store::pack_store::PackStoreConfig;
-use crate::store::{BlockCache, BlockStore, PackStore};
+use crate::store::{BlockCache, BlockStore, MemoryStore, PackStore};
 use crate::volume::VolumeShared;
 use lock::StoreLock;
 
@@ -43,18 +43,23 @@ pub(crate) struct StoreInner {
     pub io: Io,
     pub block_size: u32,
     pub meta: Meta,
-    pub blocks: PackStore,
+    pub blocks: Box<dyn BlockStore>,
     pub pages: BlockCache<PageId>,
     pub dirty: DirtyBudget,
     /// Serializes flushes and layer freezes (commit).
     pub flush_lock: Mutex<()>,
-    /// Held shared by everything that may read a block by id it looked up earlier (reads,
-    /// imports) and exclusively by gc while it moves blocks between packs.
-    pub gc_lock: RwLock<()>,
+    /// Held shared by whatever may reference a stored block that no layer references yet
+    /// (an import deduplicating against the store, fsck listing blocks) and exclusively by
+    /// reclamation from its mark until its commit. Reads never take it: reclamation copies a
+    /// live block before it retires the pack that held it.
+    pub reclaim_lock: RwLock<()>,
     pub volumes: Mutex<Vec<Weak<VolumeShared>>>,
     /// The last error of a background flush, reported by the next fsync.
     pub background_error: Mutex<Option<String>>,
     flusher: flusher::Flusher,
+    pub reclaimer: crate::maintenance::reclaimer::Reclaimer,
+    /// Metadata commits so far (the reclaimer's sign of change).
+    commits: AtomicU64,
     _lock: Option<StoreLock>,
 }
 
@@ -160,16 +165,20 @@ impl Store {
         let header = read_header(&io, &layout)?;
         let meta = open_db(&io, &layout, &options, false)?;
         let records = meta.read().packs()?;
-        let blocks = PackStore::open(
-            io.clone(),
-            layout.clone(),
-            PackStoreConfig {
-                block_size: header.block_size,
-                pack_target: header.pack_target,
-                cache_bytes: options.block_cache_bytes,
-            },
-            &records,
-        )?;
+        let blocks: Box<dyn BlockStore> = if options.blocks_in_memory {
+            Box::new(MemoryStore::new(header.block_size as usize))
+        } else {
+            Box::new(PackStore::open(
+                io.clone(),
+                layout.clone(),
+                PackStoreConfig {
+                    block_size: header.block_size,
+                    pack_target: header.pack_target,
+                    cache_bytes: options.block_cache_bytes,
+                },
+                &records,
+            )?)
+        };
         let inner = Arc::new(StoreInner {
             layout,
             io,
@@ -183,16 +192,18 @@ impl Store {
                 free: Mutex::new((u64::MAX, 0, std::time::Instant::now())),
             },
             flush_lock: Mutex::new(()),
-            gc_lock: RwLock::new(()),
+            reclaim_lock: RwLock::new(()),
             volumes: Mutex::new(Vec::new()),
             background_error: Mutex::new(None),
             flusher: flusher::Flusher::default(),
+            reclaimer: Default::default(),
+            commits: AtomicU64::new(0),
             _lock: lock,
         });
         let store = Store { inner };
         store.sweep_leftovers()?;
         if let Some(interval) = options.flush_interval {
-            flusher::start(&store, interval);
+            flusher::start(&store, interval, options.background_reclaim);
         }
         Ok(store)
     }
@@ -235,25 +246,32 @@ impl Store {
         &self.inner.meta
     }
 
-    pub(crate) fn blocks(&self) -> &PackStore {
-        &self.inner.blocks
+    pub(crate) fn blocks(&self) -> &dyn BlockStore {
+        &*self.inner.blocks
     }
 
     pub(crate) fn flush_guard(&self) -> MutexGuard<'_, ()> {
         self.inner.flush_lock.lock().unwrap()
     }
 
-    /// Keeps gc from moving blocks while the caller reads blocks it looked up.
-    pub(crate) fn block_read_guard(&self) -> RwLockReadGuard<'_, ()> {
-        self.inner.gc_lock.read().unwrap()
+    /// Keeps reclamation from freeing stored blocks the caller may start to reference.
+    pub(crate) fn reclaim_guard(&self) -> RwLockReadGuard<'_, ()> {
+        self.inner.reclaim_lock.read().unwrap()
     }
 
-    /// Syncs the packs and commits every metadata change with the pack lengths they need.
+    /// Syncs the packs and commits every metadata change with the pack lengths they need
+    /// (and without the records of packs reclamation retired).
     pub(crate) fn commit_metadata(&self) -> Result<()> {
         let checkpoint = self.inner.blocks.sync()?;
+        forget_retired(&self.inner.meta, &checkpoint)?;
         self.inner.meta.commit(&checkpoint.packs)?;
         self.inner.blocks.acknowledge(&checkpoint);
+        self.inner.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    pub(crate) fn commit_count(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
     }
 
     /// Makes every change so far durable: dirty file data of every open volume, then metadata.
@@ -358,7 +376,7 @@ impl Store {
 
     /// The block cache's (bytes held, hits, misses), when the store has one.
     pub fn block_cache_figures(&self) -> Option<(usize, u64, u64)> {
-        self.inner.blocks.cache().map(|c| c.figures())
+        self.inner.blocks.cache_figures()
     }
 
     /// Bytes the metadata database occupies on disk.
@@ -389,6 +407,23 @@ impl Store {
     pub fn block_store_stats(&self) -> crate::store::BlockStoreStats {
         self.inner.blocks.stats()
     }
+}
+
+/// Deletes the records of retired packs in the pending metadata changes, so the commit that
+/// records the copies also forgets the packs they came from.
+fn forget_retired(meta: &Meta, checkpoint: &crate::store::Checkpoint) -> Result<()> {
+    if checkpoint.retired.is_empty() {
+        return Ok(());
+    }
+    meta.write(|w| {
+        for id in &checkpoint.retired {
+            w.delete(
+                crate::meta::Table::Packs,
+                &crate::format::records::pack_key(*id),
+            );
+        }
+        Ok(())
+    })
 }
 
 fn lock_if_real(options: &StoreOptions, layout: &StoreLayout) -> Result<Option<StoreLock>> {
@@ -427,7 +462,8 @@ impl Drop for StoreInner {
                 return;
             }
         };
-        if let Err(e) = self.meta.commit(&checkpoint.packs) {
+        let forgotten = forget_retired(&self.meta, &checkpoint);
+        if let Err(e) = forgotten.and_then(|_| self.meta.commit(&checkpoint.packs)) {
             tracing::error!("closing store: committing metadata failed: {e}");
         }
     }

@@ -24,10 +24,16 @@ pub struct StoreOptions {
     /// How often a background thread makes changes durable (`None`: never; only explicit
     /// syncs). Default 2 s, so any change is durable within 5 s.
     pub flush_interval: Option<Duration>,
+    /// Whether the background flusher also reclaims space (see `maintenance::reclaimer`).
+    /// Default true; needs `flush_interval`.
+    pub background_reclaim: bool,
     /// redb's page cache. Default 32 MiB.
     pub db_cache_bytes: usize,
     /// The I/O implementation (default: the real file system, and the store is locked).
     pub io: Option<Io>,
+    /// Tests only: keep blocks in a `MemoryStore` instead of packs, so whole-engine tests run
+    /// over the other backend. Blocks do not outlive the process. Default false.
+    pub blocks_in_memory: bool,
 }
 
 impl Default for StoreOptions {
@@ -39,8 +45,10 @@ impl Default for StoreOptions {
             page_cache_bytes: 32 * 1024 * 1024,
             dirty_limit: default_dirty_limit(),
             flush_interval: Some(Duration::from_secs(2)),
+            background_reclaim: true,
             db_cache_bytes: 32 * 1024 * 1024,
             io: None,
+            blocks_in_memory: false,
         }
     }
 }
@@ -66,8 +74,16 @@ impl StoreOptions {
         self.flush_interval = interval;
         self
     }
+    pub fn background_reclaim(mut self, yes: bool) -> Self {
+        self.background_reclaim = yes;
+        self
+    }
     pub fn io(mut self, io: Io) -> Self {
         self.io = Some(io);
+        self
+    }
+    pub fn blocks_in_memory(mut self, yes: bool) -> Self {
+        self.blocks_in_memory = yes;
         self
     }
 }

@@ -84,7 +84,6 @@ impl Volume {
         count: u64,
     ) -> Result<u64> {
         let bs = self.block_size() as u64;
-        let _blocks_stay = self.shared.store.block_read_guard();
         let stack = self.stack();
         stack.upper()?;
         let first = src_offset / bs;

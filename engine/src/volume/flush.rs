@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BlockId, LayerId, MapRoot, NodeId, PageId};
 use crate::layer::{Stack, lookup};
 use crate::meta::records::Records;
-use crate::store::{BlockRead, BlockStore};
+use crate::store::BlockRead;
 use crate::store_dir::Store;
 use crate::tree::block_map::{self, PageSource, block_count};
 use crate::tree::node::Content;
@@ -229,7 +229,8 @@ fn store_flights(store: &Store, stack: &Stack, flights: &[Flight]) -> Result<Vec
         let ids = hash_all(&slices);
         let blocks: Vec<(BlockId, &[u8])> =
             ids.iter().copied().zip(slices.iter().copied()).collect();
-        store.blocks().put(&blocks)?;
+        let stored = store.blocks().put(&blocks)?;
+        store.inner.reclaimer.stored(stored);
         for ((f, index), id) in owners.into_iter().zip(ids) {
             changes[f].insert(index, id);
         }

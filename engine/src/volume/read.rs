@@ -28,7 +28,6 @@ struct Fetch {
 impl Volume {
     /// Reads up to `len` bytes at `offset` (fewer at the end of the file).
     pub fn read(&self, node: NodeId, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let _blocks_stay = self.shared.store.block_read_guard();
         let stack = self.stack();
         let (mut out, fetch, overlays) = match self.existing_state(node) {
             Some(state) if state.is_file => {

@@ -26,9 +26,6 @@ impl Volume {
         let bs = self.block_bytes();
         let touched = end.div_ceil(bs) - offset / bs;
         self.shared.store.make_room(touched * bs)?;
-        // Taken before the node's lock (see `write_block`), after `make_room`: a flush
-        // must never wait behind gc while holding it.
-        let _blocks_stay = self.shared.store.block_read_guard();
         let stack = self.stack();
         stack.upper()?;
         let state = self.file_state(&stack, node)?;
@@ -70,10 +67,7 @@ impl Volume {
     }
 
     /// Writes `bytes` at `at` within block `index`. A block written whole is replaced; one
-    /// written in part is patched, its stored bytes not read (see `dirty.rs`). The caller holds
-    /// the store's block-read guard, taken before the node's lock: taken after it, a reader
-    /// holding the guard and waiting for the node, and gc waiting for the guard exclusively,
-    /// would deadlock with this writer.
+    /// written in part is patched, its stored bytes not read (see `dirty.rs`).
     fn write_block(&self, fd: &mut FileData, index: u64, at: usize, bytes: &[u8]) -> Result<()> {
         let bs = self.block_bytes();
         let before = fd.dirty.get(&index).map_or(0, |b| b.charge(bs));
@@ -193,7 +187,6 @@ impl Volume {
             )));
         }
         stack.upper()?;
-        let _blocks_stay = self.shared.store.block_read_guard();
         let state = self.file_state(stack, node)?;
         let mut fd = state.data.lock().unwrap();
         self.ensure_copied_up(stack, node, &mut fd)?;
@@ -208,7 +201,6 @@ impl Volume {
             .checked_add(len)
             .filter(|end| *end <= MAX_FILE_SIZE)
             .ok_or_else(|| Error::TooLarge("fallocate past the largest file size".into()))?;
-        let _blocks_stay = self.shared.store.block_read_guard();
         let stack = self.stack();
         stack.upper()?;
         let state = self.file_state(&stack, node)?;

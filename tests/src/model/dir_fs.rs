@@ -299,6 +299,10 @@ impl FsUnderTest for DirFs {
         self.structural(Op::Reopen)
     }
 
+    fn reclaim(&mut self) -> FsResult {
+        self.structural(Op::Reclaim)
+    }
+
     fn snapshot(&mut self) -> Snapshot {
         let mut snap = Snapshot::default();
         visit(&self.root, "/".into(), &mut snap);

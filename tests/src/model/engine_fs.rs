@@ -397,6 +397,10 @@ impl FsUnderTest for EngineFs {
         Ok(())
     }
 
+    fn reclaim(&mut self) -> FsResult {
+        super::reclaim_all(self.store()).map_err(err)
+    }
+
     fn commit(&mut self, close_first: bool) -> FsResult {
         let image = format!("commit{}", self.committed.len() + 1);
         self.commit_as(&image, close_first)

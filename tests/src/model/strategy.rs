@@ -257,6 +257,7 @@ pub fn op() -> BoxedStrategy<Op> {
         1 => any::<bool>().prop_map(|close_first| Op::Commit { close_first }),
         1 => Just(Op::Reopen),
         1 => Just(Op::SyncAll),
+        1 => Just(Op::Reclaim),
     ]
     .boxed()
 }

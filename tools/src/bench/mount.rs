@@ -147,6 +147,7 @@ pub fn run(env: &Env, args: &Args) -> Result<Report> {
             &[
                 ("randwrite_iops", "randwrite IOPS", Unit::Iops),
                 ("randwrite_added", "bytes added", Unit::Bytes),
+                ("randwrite_settled", "added, 10 s later", Unit::Bytes),
                 ("randread_iops", "randread IOPS", Unit::Iops),
                 ("randread_warm_iops", "randread, cached", Unit::Iops),
             ],
@@ -157,6 +158,11 @@ pub fn run(env: &Env, args: &Args) -> Result<Report> {
             "each in a fresh container after drop_caches (fio's default invalidate=1 drops the \
              file's cache too); randread, cached = the same randread with --invalidate=0 after \
              reading the whole file once",
+        )
+        .how(
+            "bytes added = the writable side's growth right after randwrite (Tessera: the \
+             store's disk usage, no gc); 10 s later = the same after 10 s idle, once the \
+             background reclaimer had its chance",
         ),
     };
     let wants = |w| args.workloads.contains(&w);
@@ -352,6 +358,8 @@ fn fio_runs(
         &[],
     )?;
     let added = bed.usage()?.added_since(&before);
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    let settled = bed.usage()?.added_since(&before);
     measured.put(bed.system, "randwrite_iops", write.iops);
     let (mut cold, mut warm) = (Value::Null, Value::Null);
     if read_too {
@@ -365,7 +373,13 @@ fn fio_runs(
         measured.put(bed.system, "randread_warm_iops", read.iops);
         warm = read.iops.into();
     }
-    Ok(vec![write.iops.into(), added.written.into(), cold, warm])
+    Ok(vec![
+        write.iops.into(),
+        added.written.into(),
+        settled.written.into(),
+        cold,
+        warm,
+    ])
 }
 
 /// Judges every target this run measured.

@@ -177,4 +177,17 @@ pub fn print_status(value: &Value) {
             cache["misses"]
         );
     }
+    let reclaim = &value["reclaim"];
+    let bytes = |key: &str| output::size(reclaim[key].as_u64().unwrap_or(0));
+    println!(
+        "reclaim: {} passes freed {}; pending: {} left by the last pass, {} stored since{}",
+        reclaim["passes"].as_u64().unwrap_or(0),
+        bytes("bytes_freed"),
+        bytes("garbage_left"),
+        bytes("stored_since"),
+        reclaim["last_error"]
+            .as_str()
+            .map(|e| format!("; last error: {e}"))
+            .unwrap_or_default()
+    );
 }

@@ -59,7 +59,7 @@ fn print(r: &StatsReport) {
         s.dedup_ratio
     );
     println!(
-        "  stored {} blocks ({}) in {} of packs; reclaimable by gc {}; metadata {}",
+        "  stored {} blocks ({}) in {} of packs; pending reclaim {} (unreferenced; freed in the background or by gc); metadata {}",
         s.stored_blocks,
         size(s.stored_block_bytes),
         size(s.pack_bytes),

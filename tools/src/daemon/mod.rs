@@ -164,6 +164,7 @@ impl Daemon {
             "mounts": mounts,
             "dirty_bytes": self.store.dirty_bytes(),
             "block_cache": cache,
+            "reclaim": self.store.reclaim_status(),
         })
     }
 

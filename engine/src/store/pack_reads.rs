@@ -1,0 +1,131 @@
+//! Reading blocks out of packs: one at a time through the cache, or in batches where runs of
+//! blocks stored next to each other in one pack are read with one direct read.
+
+use std::sync::Arc;
+
+use super::BlockRead;
+use super::pack_reader;
+use super::pack_store::PackStore;
+use crate::error::{Error, Result};
+use crate::ids::BlockId;
+
+impl PackStore {
+    /// Reads a verified block into `out`. With `use_cache`, through the block cache (when the
+    /// store has one): a hit costs a copy, a miss is read, verified and kept. Without, the
+    /// cache is not filled (the kernel's page cache above the mount is the only cache then).
+    pub(crate) fn read_block(
+        &self,
+        id: &BlockId,
+        out: &mut [u8],
+        use_cache: bool,
+    ) -> Result<usize> {
+        let cache = self.cache.as_ref().filter(|_| use_cache);
+        if let Some(cached) = cache.and_then(|c| c.get(id)) {
+            if out.len() < cached.len() {
+                return Err(Error::Corrupt(format!(
+                    "block {id} is longer than its place"
+                )));
+            }
+            out[..cached.len()].copy_from_slice(&cached);
+            return Ok(cached.len());
+        }
+        let (pack, entry, file) = self
+            .locate(id)
+            .ok_or_else(|| Error::Corrupt(format!("block {id} is referenced but not stored")))?;
+        if out.len() < entry.len as usize {
+            return Err(Error::Corrupt(format!(
+                "block {id} in pack {pack} is longer ({} bytes) than its place in the file",
+                entry.len
+            )));
+        }
+        let len = pack_reader::read_block(&*file, pack, entry, id, out)?;
+        if let Some(cache) = cache {
+            cache.insert(*id, Arc::from(&out[..len]));
+        }
+        Ok(len)
+    }
+
+    /// Reads many blocks: runs of blocks stored next to each other in one pack are read with
+    /// one direct read (up to 1 MiB), then each is verified. Each request copies bytes
+    /// `[skip, skip + dst.len())` of its block into `dst` (zero past the block's end).
+    pub(super) fn read_batch(&self, reads: &mut [BlockRead<'_>], use_cache: bool) -> Result<()> {
+        const MAX_RUN: u64 = 1 << 20;
+        if let Some(cache) = self.cache.as_ref().filter(|_| use_cache) {
+            let mut scratch = vec![0u8; self.config.block_size as usize];
+            for read in reads.iter_mut() {
+                match cache.get(&read.id) {
+                    // Straight from the cache: one copy.
+                    Some(block) => read.fill(&block),
+                    None => {
+                        let n = self.read_block(&read.id, &mut scratch, true)?;
+                        read.fill(&scratch[..n]);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut located = Vec::with_capacity(reads.len());
+        for (i, read) in reads.iter().enumerate() {
+            let (pack, entry, file) = self.locate(&read.id).ok_or_else(|| {
+                Error::Corrupt(format!("block {} is referenced but not stored", read.id))
+            })?;
+            located.push((pack, entry, file, i));
+        }
+        located.sort_by_key(|(pack, entry, _, _)| (*pack, entry.offset));
+        let mut start = 0;
+        while start < located.len() {
+            let (pack, first, file, _) = &located[start];
+            let mut end = start + 1;
+            let mut run_end = first.offset + crate::format::pack::aligned(first.len as u64);
+            while end < located.len() {
+                let (next_pack, next, _, _) = &located[end];
+                let next_end = next.offset + crate::format::pack::aligned(next.len as u64);
+                if next_pack != pack || next.offset != run_end || next_end - first.offset > MAX_RUN
+                {
+                    break;
+                }
+                run_end = next_end;
+                end += 1;
+            }
+            let run = &located[start..end];
+            pack_reader::read_run(
+                &**file,
+                *pack,
+                first.offset,
+                (run_end - first.offset) as usize,
+                &mut |bytes| {
+                    for (_, entry, _, i) in run {
+                        let at = (entry.offset - first.offset) as usize;
+                        let data = &bytes[at..at + entry.len as usize];
+                        let read = &mut reads[*i];
+                        pack_reader::verify(&read.id, data, *pack, entry.offset)?;
+                        read.fill(data);
+                    }
+                    Ok(())
+                },
+            )?;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_past_the_end_of_a_short_block_gives_zeros() {
+        for (skip, block, want) in [(3, &[1u8][..], [0u8; 4]), (1, &[1, 2, 3][..], [2, 3, 0, 0])] {
+            let mut dst = [7u8; 4];
+            let (id, dst_ref) = (BlockId::ZERO, &mut dst[..]);
+            BlockRead {
+                id,
+                dst: dst_ref,
+                skip,
+            }
+            .fill(block);
+            assert_eq!(dst, want);
+        }
+    }
+}
