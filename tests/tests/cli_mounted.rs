@@ -293,6 +293,26 @@ fn killed_daemon_leaves_nothing_that_blocks_the_next_mount() {
         std::io::Write::write_all(&mut f, b"made durable").unwrap();
         f.sync_all().unwrap();
     }
+    // Overwrites of an image file: the first fsync commits the copy-up, the later ones go
+    // through the intent log only, and are replayed at the next open.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(m1.join("big.bin"))
+            .unwrap();
+        for (i, at) in [1000u64, 70_000, 300_000, 5].into_iter().enumerate() {
+            f.write_all_at(format!("fsync'd {i}").as_bytes(), at)
+                .unwrap();
+            f.sync_data().unwrap();
+        }
+    }
+    assert!(
+        cli.status()["intent_log_fsyncs"].as_u64().unwrap() >= 3,
+        "{}",
+        cli.status()
+    );
+    let mut big = bytes(1, 1 << 20); // the image's big.bin (see cli::Cli::new)
     signal(pid, rustix::process::Signal::KILL);
     wait_dead(pid, Duration::from_secs(10));
     // statfs always asks the daemon (stat may come from the attribute cache for a while).
@@ -312,6 +332,11 @@ fn killed_daemon_leaves_nothing_that_blocks_the_next_mount() {
     assert_ne!(pid, pid2);
     assert_eq!(std::fs::read(m1.join("synced")).unwrap(), b"made durable");
     assert_eq!(std::fs::read(m1.join("etc/hostname")).unwrap(), b"base\n");
+    for (i, at) in [1000usize, 70_000, 300_000, 5].into_iter().enumerate() {
+        let text = format!("fsync'd {i}");
+        big[at..at + text.len()].copy_from_slice(text.as_bytes());
+    }
+    assert!(std::fs::read(m1.join("big.bin")).unwrap() == big);
     // A stale mount of the dead daemon, while a new one serves the store: umount clears it.
     assert!(cli.ok(&["umount", s(&m2)]).contains("stale"));
     assert!(!is_mounted(&m2));

@@ -139,6 +139,12 @@ impl Meta {
     }
 
     /// Bytes of changes waiting for a commit.
+    /// Whether every change made so far is committed (none pending, none being committed).
+    pub fn is_quiet(&self) -> bool {
+        let overlay = self.overlay.read().unwrap();
+        overlay.active.is_empty() && overlay.committing.is_none()
+    }
+
     pub fn pending_bytes(&self) -> usize {
         self.overlay.read().unwrap().active.bytes
     }

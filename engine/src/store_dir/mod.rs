@@ -7,9 +7,11 @@
 //! volume's `fsync`, `commit`, and within `flush_interval` (default 2 s) otherwise.
 
 mod flusher;
+pub(crate) mod intent_log;
 mod lifecycle;
 mod lock;
 mod options;
+mod replay;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +62,8 @@ pub(crate) struct StoreInner {
     pub reclaimer: crate::maintenance::reclaimer::Reclaimer,
     /// Metadata commits so far (the reclaimer's sign of change).
     commits: AtomicU64,
+    /// Set once replay at open is done (fsyncs take the ordinary path until then).
+    log: std::sync::OnceLock<intent_log::IntentLog>,
     _lock: Option<StoreLock>,
 }
 
@@ -198,10 +202,21 @@ impl Store {
             flusher: flusher::Flusher::default(),
             reclaimer: Default::default(),
             commits: AtomicU64::new(0),
+            log: std::sync::OnceLock::new(),
             _lock: lock,
         });
         let store = Store { inner };
         store.sweep_leftovers()?;
+        if options.intent_log {
+            let seen = intent_log::flushed(&store.meta().read())?
+                .into_values()
+                .max()
+                .unwrap_or(0);
+            let (log, records) =
+                intent_log::IntentLog::open(&store.inner.io, &store.inner.layout, seen)?;
+            store.replay_log(&log, records)?;
+            let _ = store.inner.log.set(log);
+        }
         if let Some(interval) = options.flush_interval {
             flusher::start(&store, interval, options.background_reclaim);
         }
@@ -275,11 +290,26 @@ impl Store {
     }
 
     /// Makes every change so far durable: dirty file data of every open volume, then metadata.
+    /// Every intent-log record made before is then obsolete.
     pub fn sync(&self) -> Result<()> {
+        let logged = self.intent_log().map(|log| log.next_seq());
         for volume in self.live_volumes() {
             crate::volume::Volume::from_shared(volume).flush_data(None)?;
         }
-        self.commit_metadata()
+        self.commit_metadata()?;
+        if let (Some(log), Some(seq)) = (self.intent_log(), logged) {
+            log.covered(seq);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn intent_log(&self) -> Option<&intent_log::IntentLog> {
+        self.inner.log.get()
+    }
+
+    /// fsyncs the intent log served (one disk sync each) since the store was opened.
+    pub fn intent_log_fsyncs(&self) -> u64 {
+        self.intent_log().map_or(0, |log| log.appended())
     }
 
     pub(crate) fn live_volumes(&self) -> Vec<Arc<VolumeShared>> {

@@ -27,6 +27,10 @@ pub struct StoreOptions {
     /// Whether the background flusher also reclaims space (see `maintenance::reclaimer`).
     /// Default true; needs `flush_interval`.
     pub background_reclaim: bool,
+    /// Whether an fsync of a file whose changes are plain byte ranges appends them to the
+    /// intent log and syncs it (one disk sync), replayed at the next open after a crash.
+    /// Default true.
+    pub intent_log: bool,
     /// redb's page cache. Default 32 MiB.
     pub db_cache_bytes: usize,
     /// The I/O implementation (default: the real file system, and the store is locked).
@@ -46,6 +50,7 @@ impl Default for StoreOptions {
             dirty_limit: default_dirty_limit(),
             flush_interval: Some(Duration::from_secs(2)),
             background_reclaim: true,
+            intent_log: true,
             db_cache_bytes: 32 * 1024 * 1024,
             io: None,
             blocks_in_memory: false,
@@ -76,6 +81,10 @@ impl StoreOptions {
     }
     pub fn background_reclaim(mut self, yes: bool) -> Self {
         self.background_reclaim = yes;
+        self
+    }
+    pub fn intent_log(mut self, yes: bool) -> Self {
+        self.intent_log = yes;
         self
     }
     pub fn io(mut self, io: Io) -> Self {

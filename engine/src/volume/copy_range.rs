@@ -131,6 +131,7 @@ impl Volume {
             let index = dst_first + i as u64;
             self.forget_block(&mut fd, index);
             fd.dirty.insert(index, DirtyBlock::Id(*id));
+            fd.changed(index);
         }
         fd.mtime = Some(now_ns());
         Ok(ids.len() as u64 * bs)

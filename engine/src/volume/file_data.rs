@@ -4,7 +4,7 @@
 //! changes in `write.rs`, flushing in `flush.rs`. Content is canonical: the last block is
 //! stored at the file's length, so equal contents give equal roots.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +36,13 @@ pub(crate) struct FileData {
     pub mtime: Option<TimeNs>,
     /// Whether the writable layer holds the node's record.
     pub copied_up: bool,
+    /// The seq of the newest intent-log record of the file (0: none).
+    pub logged: u64,
+    /// Blocks changed since the newest record (or since the last flush took the dirty
+    /// generation over): what the next record must carry.
+    pub log_since: BTreeSet<u64>,
+    /// The smallest size since then.
+    pub log_min_size: u64,
 }
 
 impl FileData {
@@ -49,12 +56,20 @@ impl FileData {
             dirty: BTreeMap::new(),
             mtime: None,
             copied_up: false,
+            logged: 0,
+            log_since: BTreeSet::new(),
+            log_min_size: size,
         }
     }
 
     /// Nothing to flush (and nothing being flushed).
     pub fn is_clean(&self) -> bool {
         self.inflight.is_none() && !self.has_changes()
+    }
+
+    /// Notes a change of block `index` for the next intent-log record.
+    pub fn changed(&mut self, index: u64) {
+        self.log_since.insert(index);
     }
 
     /// Changes a flush would take over.

@@ -19,6 +19,7 @@ use crate::layer::{Stack, lookup};
 use crate::meta::records::Records;
 use crate::store::BlockRead;
 use crate::store_dir::Store;
+use crate::store_dir::intent_log;
 use crate::tree::block_map::{self, PageSource, block_count};
 use crate::tree::node::Content;
 use crate::tree::pages::MetaPages;
@@ -30,6 +31,8 @@ struct Flight {
     blocks: Arc<InFlight>,
     base_root: MapRoot,
     base_size: u64,
+    /// The seq of the node's newest intent-log record (0: none), made obsolete by this flush.
+    logged: u64,
 }
 
 impl Volume {
@@ -72,6 +75,11 @@ impl Volume {
                 "an earlier background flush",
                 std::io::Error::other(error),
             ));
+        }
+        match self.fsync_through_log(node) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("intent log: {e}; fsync takes the ordinary path"),
         }
         self.flush_data(Some(node))?;
         self.shared.store.commit_metadata()
@@ -187,12 +195,16 @@ fn take_off(states: &[(NodeId, Arc<NodeState>)]) -> Vec<Flight> {
         });
         fd.inflight = Some(blocks.clone());
         fd.min_size = fd.size;
+        // The flush carries every change so far: the next record starts from here.
+        fd.log_since.clear();
+        fd.log_min_size = fd.size;
         flights.push(Flight {
             node: *node,
             state: state.clone(),
             blocks,
             base_root: fd.base_root,
             base_size: fd.base_size,
+            logged: fd.logged,
         });
     }
     flights
@@ -239,6 +251,9 @@ fn store_flights(store: &Store, stack: &Stack, flights: &[Flight]) -> Result<Vec
         let mut roots = Vec::with_capacity(flights.len());
         for (flight, changes) in flights.iter().zip(&changes) {
             roots.push(record_flight(store, stack, w, flight, changes)?);
+            if flight.logged > 0 {
+                intent_log::record_flushed(w, stack.upper()?, flight.node, flight.logged);
+            }
         }
         Ok(roots)
     })?;
@@ -396,9 +411,12 @@ fn land(store: &Store, flights: &[Flight], roots: Option<&Vec<Option<MapRoot>>>)
                         released += block.charge(bs);
                     } else {
                         fd.dirty.insert(*index, block.copy());
+                        // Not flushed after all: the next record carries it again.
+                        fd.changed(*index);
                     }
                 }
                 fd.min_size = fd.min_size.min(flight.blocks.min_size);
+                fd.log_min_size = fd.log_min_size.min(flight.blocks.min_size);
                 fd.mtime = fd.mtime.or(flight.blocks.mtime);
             }
         }

@@ -113,6 +113,8 @@ impl Volume {
             let size = fd.inflight.as_ref().map_or(fd.base_size, |f| f.size);
             fd.size = size;
             fd.min_size = size;
+            fd.log_since.clear();
+            fd.log_min_size = size;
             self.shared.store.inner.dirty.release(data);
         }
     }

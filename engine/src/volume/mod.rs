@@ -12,6 +12,7 @@ mod dirty;
 mod file_data;
 mod flush;
 mod handles;
+mod log_fsync;
 mod namespace;
 mod read;
 mod write;

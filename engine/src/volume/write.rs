@@ -70,6 +70,7 @@ impl Volume {
     /// written in part is patched, its stored bytes not read (see `dirty.rs`).
     fn write_block(&self, fd: &mut FileData, index: u64, at: usize, bytes: &[u8]) -> Result<()> {
         let bs = self.block_bytes();
+        fd.changed(index);
         let before = fd.dirty.get(&index).map_or(0, |b| b.charge(bs));
         if at == 0 && bytes.len() as u64 == bs {
             fd.dirty
@@ -144,6 +145,7 @@ impl Volume {
         let block = self.start_dirty(fd, index);
         self.recharge(0, block.charge(self.block_bytes()));
         fd.dirty.insert(index, block);
+        fd.changed(index);
     }
 
     /// Drops a dirty block, returning its budget.
@@ -174,6 +176,7 @@ impl Volume {
                 self.write_block(fd, new_size / bs, cut, &zeros)?;
             }
             fd.min_size = fd.min_size.min(new_size);
+            fd.log_min_size = fd.log_min_size.min(new_size);
         }
         fd.size = new_size;
         Ok(())
@@ -238,6 +241,7 @@ impl Volume {
             if s == block_start && e == block_end {
                 self.forget_block(fd, index);
                 fd.dirty.insert(index, DirtyBlock::Id(BlockId::ZERO));
+                fd.changed(index);
             } else {
                 let zeros = vec![0u8; (e - s) as usize];
                 self.write_block(fd, index, (s - block_start) as usize, &zeros)?;

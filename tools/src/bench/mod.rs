@@ -18,6 +18,7 @@ mod machine;
 mod memory;
 mod mount;
 mod mount_memory;
+mod mount_sync;
 mod probe;
 mod report;
 

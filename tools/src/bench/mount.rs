@@ -15,7 +15,7 @@ use super::data::{self, Lowers};
 use super::memory::{self, Snapshot};
 use super::probe;
 use super::report::{Report, Table, Target, Unit};
-use super::{Common, Env, System, fio, guard, mount_memory};
+use super::{Common, Env, System, fio, guard, mount_memory, mount_sync};
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "first-write,read,fio,shared-memory,chown"
+        default_value = "first-write,read,fio,shared-memory,chown,fsync"
     )]
     pub workloads: Vec<Workload>,
     /// Size of the image file written, read and fio'd.
@@ -80,6 +80,8 @@ pub enum Workload {
     SharedMemory,
     /// `chown -R` over a tree of small files from the image.
     Chown,
+    /// fdatasync after a 4 KiB overwrite, against the disk's own.
+    Fsync,
 }
 
 /// The figures the targets are judged on, by system.
@@ -197,6 +199,9 @@ pub fn run(env: &Env, args: &Args) -> Result<Report> {
     }
     if wants(Workload::SharedMemory) {
         mount_memory::shared(env, args, &lowers, &mut measured, &mut report)?;
+    }
+    if wants(Workload::Fsync) {
+        mount_sync::fsync(env, args, &lowers, &mut report)?;
     }
     if wants(Workload::Chown) {
         mount_memory::chown(env, args, &lowers, &mut measured, &mut report)?;

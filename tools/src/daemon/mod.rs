@@ -165,6 +165,7 @@ impl Daemon {
             "dirty_bytes": self.store.dirty_bytes(),
             "block_cache": cache,
             "reclaim": self.store.reclaim_status(),
+            "intent_log_fsyncs": self.store.intent_log_fsyncs(),
         })
     }
 
