@@ -99,13 +99,14 @@ impl IntentLog {
         let len = file
             .len()
             .ctx(|| format!("reading length of {}", path.display()))?;
-        let records = scan(&*file, len)?;
+        let (records, zeros) = scan(&*file, len)?;
         let next_seq = records.iter().map(|r| r.seq).max().unwrap_or(0).max(seen) + 1;
         let log = IntentLog {
             file,
             state: Mutex::new(State {
                 tail: 0,
-                prepared: 0,
+                // Zeros from the start (no record found) are prepared already.
+                prepared: if records.is_empty() { zeros } else { 0 },
                 next_seq,
                 closed: false,
             }),
@@ -118,7 +119,9 @@ impl IntentLog {
     /// records, synced, so an old record can never be read as part of the new run.
     pub fn restart(&self) -> Result<()> {
         let mut state = self.state.lock().unwrap();
-        self.prepare(&mut state, 0, PREPARE)?;
+        if state.prepared < PREPARE {
+            self.prepare(&mut state, 0, PREPARE)?;
+        }
         state.tail = 0;
         Ok(())
     }
@@ -176,6 +179,7 @@ impl IntentLog {
         }
     }
 
+    /// Writes zeros over `[from, to)` and syncs them; `prepared` becomes at least `to`.
     fn prepare(&self, state: &mut State, from: u64, to: u64) -> Result<()> {
         let zeros = vec![0u8; (to - from) as usize];
         self.file
@@ -334,8 +338,9 @@ fn decode(body: &[u8]) -> Option<Record> {
     })
 }
 
-/// Every record from the start up to the first that does not check out, in order.
-fn scan(file: &dyn IoFile, len: u64) -> Result<Vec<Record>> {
+/// Every record from the start up to the first that does not check out, in order, and how
+/// many bytes from the start are zeros.
+fn scan(file: &dyn IoFile, len: u64) -> Result<(Vec<Record>, u64)> {
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, 0)
         .map_err(|e| crate::error::Error::io("reading the intent log", e))?;
@@ -357,7 +362,8 @@ fn scan(file: &dyn IoFile, len: u64) -> Result<Vec<Record>> {
         }
         at += rlen;
     }
-    Ok(records)
+    let zeros = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len()) as u64;
+    Ok((records, zeros))
 }
 
 #[cfg(test)]

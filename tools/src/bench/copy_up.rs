@@ -59,6 +59,10 @@ pub struct Args {
     /// Single-row UPDATE transactions on it.
     #[arg(long, default_value_t = 1000)]
     updates: u64,
+    /// SQLite journal modes to run the transactions in, one table each (delete: the rollback
+    /// journal, sqlite3's default; wal: write-ahead log).
+    #[arg(long, value_delimiter = ',', default_value = "delete,wal")]
+    journal_modes: Vec<String>,
     /// Size of the image file the random writes and the N containers edit.
     #[arg(long, value_parser = super::parse_size, default_value = "1G")]
     image_size: u64,
@@ -105,7 +109,11 @@ pub fn run(env: &Env, args: &Args) -> Result<Report> {
                     small_write(env, args, &lowers, size, &mut report)?;
                 }
             }
-            Workload::Sqlite => sqlite(env, args, &lowers, &mut report)?,
+            Workload::Sqlite => {
+                for mode in &args.journal_modes {
+                    sqlite(env, args, &lowers, mode, &mut report)?;
+                }
+            }
             Workload::RandomWrite => random_write(env, args, &lowers, &mut report)?,
             Workload::Containers => containers(env, args, &lowers, &mut report)?,
         }
@@ -283,14 +291,15 @@ const COLUMNS_FIRST_WRITE: [(&str, &str, Unit); 3] = [
     ("fsync_ms", "of it fsync", Unit::Ms),
 ];
 
-fn sqlite(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) -> Result<()> {
+fn sqlite(env: &Env, args: &Args, lowers: &Lowers, mode: &str, report: &mut Report) -> Result<()> {
     let spinner = env.step("generating the SQLite image");
     let (lower, rows) = lowers.sqlite(args.db_size)?;
     spinner.finish();
     let db_bytes = std::fs::metadata(lower.join(data::DB))?.len();
     let mut table = cost_table(
         format!(
-            "SQLite: {} single-row UPDATE transactions on a {} database from the image",
+            "SQLite: {} single-row UPDATE transactions on a {} database from the image, \
+             journal_mode={mode}",
             args.updates,
             crate::output::size(db_bytes)
         ),
@@ -301,7 +310,7 @@ fn sqlite(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) -> Resul
         ],
     )
     .how(format!(
-        "sqlite3 defaults (rollback journal, synchronous=FULL), {rows} rows of 1000 bytes, \
+        "sqlite3 defaults but the journal mode (synchronous=FULL), {rows} rows of 1000 bytes, \
          random rows; first txn = a sqlite3 process doing one UPDATE (includes the copy-up)"
     ));
     let opts = env.bed_options(1, 0);
@@ -316,8 +325,8 @@ fn sqlite(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) -> Resul
         |bed| {
             let db = bed.view(0).join(data::DB);
             let window = Window::open(bed, data::DB)?;
-            let first = probe::sqlite_updates(&db, rows, 1, 1)?;
-            let rest = probe::sqlite_updates(&db, rows, updates - 1, 2)?;
+            let first = probe::sqlite_updates(&db, mode, rows, 1, 1)?;
+            let rest = probe::sqlite_updates(&db, mode, rows, updates - 1, 2)?;
             let (added, growth) = window.close(bed, data::DB)?;
             let all = (first + rest).as_secs_f64();
             Ok(with_cost(
