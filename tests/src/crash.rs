@@ -231,4 +231,6 @@ pub enum Point {
     Fsyncdir,
     Sync,
     Commit,
+    /// gc rewriting every pack that holds garbage (it syncs first, so it is a sync too).
+    Reclaim,
 }

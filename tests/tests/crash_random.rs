@@ -3,7 +3,8 @@
 //!
 //! `random_operations_survive_crashes` drives seeded random operations on a container (writes
 //! of every size to new and lower files, creates, links, renames, unlinks, truncates, mkdir,
-//! rmdir, clean reopens) with durability points in between, and models what each point made
+//! rmdir, clean reopens) with durability points in between (fsync, through the intent log when
+//! it can, fsyncdir, sync, commit, and gc reclaiming every pack with garbage), and models what each point made
 //! durable: `fsync(node)` covers that node's data, `Store::sync` and commit cover every node's,
 //! and each point commits the whole namespace. The disk then crashes, between two operations or
 //! inside a durability point cut short by an injected I/O error. The reopened store must show
@@ -99,7 +100,7 @@ impl Model {
                 self.flushed.insert(node, self.live.data[&node].clone());
             }
             Point::Fsyncdir => {}
-            Point::Sync | Point::Commit => self.flushed = self.live.data.clone(),
+            Point::Sync | Point::Commit | Point::Reclaim => self.flushed = self.live.data.clone(),
         }
         let mut state = self.live.clone();
         state.data = state
@@ -355,6 +356,13 @@ impl Run {
             Point::Fsync => v.fsync(self.node(file.expect("a file")))?,
             Point::Fsyncdir => v.fsyncdir()?,
             Point::Sync => store.sync()?,
+            Point::Reclaim => {
+                let all = tessera::maintenance::GcOptions {
+                    dry_run: false,
+                    repack_below: 1.0,
+                };
+                store.gc(&all)?;
+            }
             Point::Commit => {
                 store.commit_container(CONTAINER, &image)?;
             }
@@ -367,7 +375,8 @@ impl Run {
         match (self.rng.below(12), self.some_file()) {
             (0..=6, Some(path)) => (Point::Fsync, Some(path)),
             (0..=8, _) => (Point::Fsyncdir, None),
-            (9 | 10, _) => (Point::Sync, None),
+            (9, _) => (Point::Sync, None),
+            (10, _) => (Point::Reclaim, None),
             _ => (Point::Commit, None),
         }
     }
@@ -420,7 +429,9 @@ impl Run {
             .push(format!("  (failing after {budget} writes: {done:?})"));
         match (done, point) {
             (Ok(()), _) => vec![self.model.durable.clone()],
-            (Err(_), Point::Sync | Point::Commit) => vec![before, after.durable, flushed.durable],
+            (Err(_), Point::Sync | Point::Commit | Point::Reclaim) => {
+                vec![before, after.durable, flushed.durable]
+            }
             (Err(_), _) => vec![before, after.durable],
         }
     }
