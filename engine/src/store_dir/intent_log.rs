@@ -49,6 +49,8 @@ pub(crate) enum Range {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Record {
     pub seq: u64,
+    /// The run of the log it belongs to (assigned by `append`).
+    pub run: u64,
     /// The container's writable layer when the record was made.
     pub layer: LayerId,
     pub node: NodeId,
@@ -77,6 +79,9 @@ pub(crate) struct IntentLog {
 }
 
 struct State {
+    /// Records of one run sit back to back from offset 0; a run starts at every return to
+    /// the start, and the scan reads only the first record's run.
+    run: u64,
     tail: u64,
     /// Bytes from the start that hold zeros or records, synced.
     prepared: u64,
@@ -104,6 +109,14 @@ impl IntentLog {
         let log = IntentLog {
             file,
             state: Mutex::new(State {
+                // Above every run on disk, so no old record can pass for one of this run.
+                run: records
+                    .iter()
+                    .map(|r| r.run)
+                    .max()
+                    .unwrap_or(0)
+                    .max(next_seq)
+                    + 1,
                 tail: 0,
                 // Zeros from the start (no record found) are prepared already.
                 prepared: if records.is_empty() { zeros } else { 0 },
@@ -131,6 +144,7 @@ impl IntentLog {
     pub fn append(&self, record: &mut Record) -> Result<bool> {
         let mut state = self.state.lock().unwrap();
         record.seq = state.next_seq;
+        record.run = state.run;
         let bytes = encode(record);
         let end = state.tail + bytes.len() as u64;
         if state.closed || end > MAX_LEN {
@@ -173,8 +187,9 @@ impl IntentLog {
     /// starts over from the beginning (and a log closed by an error opens again).
     pub fn covered(&self, seq: u64) {
         let mut state = self.state.lock().unwrap();
-        if state.next_seq == seq {
+        if state.next_seq == seq && state.tail > 0 {
             state.tail = 0;
+            state.run += 1;
             state.closed = false;
         }
     }
@@ -246,6 +261,7 @@ fn encode(r: &Record) -> Vec<u8> {
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&[0u8; 4]); // length, filled in below
     put_u64(&mut out, r.seq);
+    put_u64(&mut out, r.run);
     put_u64(&mut out, r.layer.0);
     put_u64(&mut out, r.node.0);
     out.extend_from_slice(&r.base.root.0);
@@ -300,6 +316,7 @@ impl Cursor<'_> {
 fn decode(body: &[u8]) -> Option<Record> {
     let mut c = Cursor(&body[8..]);
     let seq = c.u64()?;
+    let run = c.u64()?;
     let layer = LayerId(c.u64()?);
     let node = NodeId(c.u64()?);
     let root = MapRoot(c.take(32)?.try_into().ok()?);
@@ -328,6 +345,7 @@ fn decode(body: &[u8]) -> Option<Record> {
     }
     Some(Record {
         seq,
+        run,
         layer,
         node,
         base,
@@ -357,6 +375,14 @@ fn scan(file: &dyn IoFile, len: u64) -> Result<(Vec<Record>, u64)> {
             break;
         }
         match decode(body) {
+            // A record of an older run that happens to follow this run's last one.
+            Some(record)
+                if records
+                    .first()
+                    .is_some_and(|f: &Record| f.run != record.run) =>
+            {
+                break;
+            }
             Some(record) => records.push(record),
             None => break,
         }
@@ -374,6 +400,7 @@ mod tests {
     fn record(node: u64, fill: u8) -> Record {
         Record {
             seq: 0,
+            run: 0,
             layer: LayerId(3),
             node: NodeId(node),
             base: Base {
@@ -419,6 +446,7 @@ mod tests {
         let mut c = record(9, 3);
         let bytes = encode(&{
             c.seq = 3;
+            c.run = a.run;
             c.clone()
         });
         let at = (encode(&a).len() + encode(&b).len()) as u64;
@@ -435,11 +463,14 @@ mod tests {
         let io = SimIo::new(SimOptions::default());
         io.create_dir_all(&layout().packs_dir()).unwrap();
         let (log, _) = IntentLog::open(&(io.clone() as Io), &layout(), 0).unwrap();
-        let mut a = record(7, 1);
+        let (mut a, mut a2) = (record(7, 1), record(7, 4));
         log.append(&mut a).unwrap();
+        log.append(&mut a2).unwrap();
         log.covered(log.next_seq());
+        // As long as `a`: `a2` of the old run follows it, and must not be read as this run's.
         let mut b = record(8, 2);
         log.append(&mut b).unwrap();
+        assert_eq!(encode(&b).len(), encode(&a).len());
         let (log, found) = IntentLog::open(&(io.clone() as Io), &layout(), 0).unwrap();
         assert_eq!(found, vec![b]);
         log.restart().unwrap();

@@ -81,6 +81,7 @@ impl Volume {
         }
         let mut entry = Record {
             seq: 0,
+            run: 0,
             layer,
             node,
             base: Base { root, size },
