@@ -80,7 +80,7 @@ impl Store {
         marks.blocks.extend(mark::unflushed(self));
 
         let live = |id: &crate::ids::BlockId| marks.blocks.contains(id);
-        let plan = self.blocks().plan_reclaim(&live, 1.0)?;
+        let plan = self.blocks().plan_reclaim(&live)?;
         let live_bytes = plan.live_bytes;
         let plan = plan.select(options.repack_below, budget(live_bytes));
         let dead_pages = self.dead_pages(&marks.pages)?;

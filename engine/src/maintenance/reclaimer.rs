@@ -16,12 +16,10 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::gc::{GcOptions, GcReport};
-use crate::error::Result;
+use super::gc::GcOptions;
 use crate::store_dir::Store;
 
 /// Garbage the background passes leave at most, as a share of the live block bytes...
@@ -58,7 +56,6 @@ struct State {
     live_bytes: u64,
     commits_at_pass: u64,
     idle_ticks: u32,
-    last_pass: Option<Instant>,
 }
 
 impl Reclaimer {
@@ -97,14 +94,14 @@ impl Store {
             return;
         }
         let stored = reclaimer.stored_since.swap(0, Ordering::Relaxed);
-        let started = Instant::now();
-        let outcome = self.reclaim_pass();
+        // gc's thresholds, plus the garbage budget.
+        let outcome =
+            self.gc_with_budget(&GcOptions::default(), &|live| Some(garbage_budget(live)));
         let mut state = reclaimer.state.lock().unwrap();
         state.commits_at_pass = self.commit_count();
-        state.last_pass = Some(started);
         match outcome {
-            Ok((report, live)) => {
-                state.live_bytes = live;
+            Ok(report) => {
+                state.live_bytes = report.live_bytes;
                 let status = &mut state.status;
                 status.passes += 1;
                 status.bytes_freed += report.bytes_freed;
@@ -128,16 +125,6 @@ impl Store {
                 state.status.last_error = Some(e.to_string());
             }
         }
-    }
-
-    /// One pass: gc's thresholds, plus a garbage budget. Returns the report and the live
-    /// block bytes it found.
-    fn reclaim_pass(&self) -> Result<(GcReport, u64)> {
-        let report = self.gc_with_budget(&GcOptions::default(), &|live_bytes| {
-            Some(garbage_budget(live_bytes))
-        })?;
-        let live = report.live_bytes;
-        Ok((report, live))
     }
 
     /// What the background reclaimer did so far.

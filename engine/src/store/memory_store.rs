@@ -154,13 +154,9 @@ impl BlockStore for MemoryStore {
             .collect())
     }
 
-    /// Every block is its own unit here: a plan frees each unreferenced block.
-    fn plan_reclaim(
-        &self,
-        live: &dyn Fn(&BlockId) -> bool,
-        _repack_below: f64,
-    ) -> Result<ReclaimPlan> {
-        let mut plan = ReclaimPlan::from_locations(self.locations()?, live, 1.0, &|_| 0);
+    /// All blocks form one unit: reclaiming it drops every block that is not live.
+    fn plan_reclaim(&self, live: &dyn Fn(&BlockId) -> bool) -> Result<ReclaimPlan> {
+        let mut plan = ReclaimPlan::from_locations(self.locations()?, live, &|_| 0);
         for unit in &mut plan.units {
             unit.bytes = unit.dead_bytes;
         }
@@ -172,7 +168,7 @@ impl BlockStore for MemoryStore {
         if plan.units.is_empty() {
             return Ok(());
         }
-        let keep: BTreeSet<BlockId> = plan.units.iter().flat_map(|u| u.live.clone()).collect();
+        let keep: BTreeSet<&BlockId> = plan.units.iter().flat_map(|u| &u.live).collect();
         self.blocks
             .write()
             .unwrap()

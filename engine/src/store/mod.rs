@@ -146,14 +146,10 @@ pub trait BlockStore: Send + Sync {
     /// Every stored block and where it lives (for fsck and gc), pack by pack.
     fn locations(&self) -> Result<Vec<(BlockId, BlockLocation)>>;
 
-    /// What reclaiming every block `live` rejects would do: the units (packs) to rewrite, the
-    /// live blocks to copy out of them, and the garbage found. Units whose live share is at
-    /// least `repack_below` are left alone (copying them costs more than it frees).
-    fn plan_reclaim(
-        &self,
-        live: &dyn Fn(&BlockId) -> bool,
-        repack_below: f64,
-    ) -> Result<ReclaimPlan>;
+    /// What reclaiming every block `live` rejects would do: each unit (pack) holding garbage,
+    /// the live blocks to copy out of it, and the garbage found. `ReclaimPlan::select` keeps
+    /// the units worth rewriting (copying a mostly live one costs more than it frees).
+    fn plan_reclaim(&self, live: &dyn Fn(&BlockId) -> bool) -> Result<ReclaimPlan>;
 
     /// Carries out a plan: copies the live blocks of its units elsewhere, then retires the
     /// units. The caller guarantees no block outside the plan's live sets is referenced, and

@@ -502,12 +502,8 @@ impl BlockStore for PackStore {
         Ok(out)
     }
 
-    fn plan_reclaim(
-        &self,
-        live: &dyn Fn(&BlockId) -> bool,
-        repack_below: f64,
-    ) -> Result<ReclaimPlan> {
-        self.plan(live, repack_below)
+    fn plan_reclaim(&self, live: &dyn Fn(&BlockId) -> bool) -> Result<ReclaimPlan> {
+        self.plan(live)
     }
 
     fn reclaim(&self, plan: &ReclaimPlan) -> Result<()> {

@@ -41,12 +41,11 @@ pub struct ReclaimUnit {
 }
 
 impl ReclaimPlan {
-    /// Groups `locations` by pack and picks the packs worth rewriting: any with garbage whose
-    /// live bytes are under `repack_below` of its block bytes (so a pack of garbage always).
+    /// Groups `locations` (newest copy of a block first) by pack and keeps the packs that hold
+    /// garbage.
     pub fn from_locations(
         locations: Vec<(BlockId, BlockLocation)>,
         live: &dyn Fn(&BlockId) -> bool,
-        repack_below: f64,
         unit_bytes: &dyn Fn(PackId) -> u64,
     ) -> ReclaimPlan {
         let mut plan = ReclaimPlan::default();
@@ -72,10 +71,7 @@ impl ReclaimPlan {
         }
         plan.stored_blocks = seen.len() as u64;
         for (pack, mut unit) in units {
-            let total = unit.live_bytes + unit.dead_bytes;
-            let worth = unit.dead_bytes > 0
-                && (unit.live_bytes == 0 || (unit.live_bytes as f64) < repack_below * total as f64);
-            if worth {
+            if unit.dead_bytes > 0 {
                 unit.pack = pack;
                 unit.bytes = unit_bytes(pack);
                 plan.units.push(unit);
@@ -112,21 +108,14 @@ impl ReclaimPlan {
 }
 
 impl PackStore {
-    pub(super) fn plan(
-        &self,
-        live: &dyn Fn(&BlockId) -> bool,
-        repack_below: f64,
-    ) -> Result<ReclaimPlan> {
+    pub(super) fn plan(&self, live: &dyn Fn(&BlockId) -> bool) -> Result<ReclaimPlan> {
         // Newest packs first, so a block held twice counts as live where lookups find it.
         let open = self.open_pack_id();
         let mut locations = self.locations()?;
         locations.sort_by_key(|(_, l)| std::cmp::Reverse((Some(l.pack) == open, l.pack)));
-        Ok(ReclaimPlan::from_locations(
-            locations,
-            live,
-            repack_below,
-            &|pack| self.pack_len(pack).unwrap_or(0),
-        ))
+        Ok(ReclaimPlan::from_locations(locations, live, &|pack| {
+            self.pack_len(pack).unwrap_or(0)
+        }))
     }
 
     pub(super) fn carry_out(&self, plan: &ReclaimPlan) -> Result<()> {

@@ -247,13 +247,13 @@ fn reclaims_what_is_not_live_and_keeps_what_is(h: &mut dyn Harness) {
     }
     h.commit();
     // With everything live, a plan holds nothing and carrying it out changes nothing.
-    let everything = h.store().plan_reclaim(&|_| true, 1.0).unwrap();
+    let everything = h.store().plan_reclaim(&|_| true).unwrap();
     assert_eq!((everything.units.len(), everything.garbage_blocks), (0, 0));
     h.store().reclaim(&everything).unwrap();
     assert_eq!(h.store().stats().blocks, 60);
     let live: HashSet<BlockId> = blocks.iter().step_by(2).map(|d| BlockId::of(d)).collect();
     let is_live = |id: &BlockId| live.contains(id);
-    let plan = h.store().plan_reclaim(&is_live, 1.0).unwrap();
+    let plan = h.store().plan_reclaim(&is_live).unwrap();
     assert_eq!(plan.garbage_blocks, 30);
     assert_eq!(plan.stored_blocks, 60);
     // A reader of live blocks never misses one while packs move.
@@ -285,7 +285,7 @@ fn reclaims_what_is_not_live_and_keeps_what_is(h: &mut dyn Harness) {
     if h.reopen() {
         check(h);
         // Nothing left to reclaim.
-        let plan = h.store().plan_reclaim(&is_live, 1.0).unwrap();
+        let plan = h.store().plan_reclaim(&is_live).unwrap();
         assert_eq!((plan.garbage_blocks, plan.units.len()), (0, 0));
     }
 }
@@ -326,7 +326,7 @@ fn a_crash_during_reclamation_loses_no_live_block() {
         }
         h.commit();
         let live: HashSet<BlockId> = blocks.iter().step_by(3).map(|d| BlockId::of(d)).collect();
-        let plan = h.store.plan_reclaim(&|id| live.contains(id), 1.0).unwrap();
+        let plan = h.store.plan_reclaim(&|id| live.contains(id)).unwrap();
         h.io.fail_after(cut as i64);
         let done = h
             .store

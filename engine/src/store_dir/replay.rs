@@ -27,40 +27,43 @@ impl Store {
             }
             chains.entry(key).or_default().push(record);
         }
-        let mut newest = BTreeMap::new();
-        for (key, chain) in chains {
-            match self.committed_base(key.0, key.1)? {
-                Some(base) if chain.iter().all(|r| r.base == base) => {
-                    newest.insert(key, chain);
+        // The containers whose writable layers the records name.
+        let containers: BTreeMap<LayerId, String> = self
+            .meta()
+            .read()
+            .containers()?
+            .into_iter()
+            .map(|(name, c)| (c.upper, name))
+            .filter(|(layer, _)| chains.keys().any(|(l, _)| l == layer))
+            .collect();
+        let mut views: BTreeMap<LayerId, Volume> = BTreeMap::new();
+        for ((layer, node), chain) in &chains {
+            let Some(name) = containers.get(layer) else {
+                continue; // committed or removed since: its flush made the records obsolete
+            };
+            match self.committed_base(*layer, *node)? {
+                Some(base) if chain.iter().all(|r| r.base == base) => {}
+                Some(_) => {
+                    tracing::warn!(
+                        "intent log: the records of node {node} apply to another state; skipped"
+                    );
+                    continue;
                 }
-                Some(_) => tracing::warn!(
-                    "intent log: the records of node {} apply to another state; skipped",
-                    key.1
-                ),
-                None => {}
+                None => continue,
+            }
+            if !views.contains_key(layer) {
+                views.insert(*layer, self.open_container(name)?);
+            }
+            tracing::info!(
+                "replaying {} intent-log records of node {node}",
+                chain.len()
+            );
+            for record in chain {
+                apply(&views[layer], record)?;
             }
         }
-        if !newest.is_empty() {
-            tracing::info!(
-                "replaying {} fsync'd files from the intent log",
-                newest.len()
-            );
-            let containers = self.meta().read().containers()?;
-            let mut views: BTreeMap<LayerId, Volume> = BTreeMap::new();
-            for ((layer, _), chain) in &newest {
-                if !views.contains_key(layer) {
-                    let Some((name, _)) = containers.iter().find(|(_, c)| c.upper == *layer) else {
-                        continue;
-                    };
-                    views.insert(*layer, self.open_container(name)?);
-                }
-                for record in chain {
-                    apply(&views[layer], record)?;
-                }
-            }
-            for view in views.values() {
-                view.sync()?;
-            }
+        for view in views.values() {
+            view.sync()?;
         }
         log.restart()?;
         if !flushed.is_empty() {
@@ -70,26 +73,17 @@ impl Store {
         Ok(())
     }
 
-    /// The node's committed root, size and ctime as its container sees it, when the layer is
-    /// still a container's writable layer and the node a file.
+    /// The committed block-map root and size of a file as the view of a container whose
+    /// writable layer is `layer` sees it (`None`: no such file).
     fn committed_base(&self, layer: LayerId, node: NodeId) -> Result<Option<Base>> {
         let r = self.meta().read();
-        let Some((_, container)) = r.containers()?.into_iter().find(|(_, c)| c.upper == layer)
-        else {
-            return Ok(None);
-        };
-        let mut layers = vec![layer];
-        let mut below = container.base;
-        while let Some(id) = below {
-            layers.push(id);
-            below = r.layer(id)?.and_then(|l| l.parent);
-        }
-        let Some((_, record)) = lookup::node(&r, &layers, node)? else {
-            return Ok(None);
-        };
-        Ok(match record.content {
-            Content::File { size, root, .. } => Some(Base { root, size }),
-            _ => None,
+        let layers = r.stack_of(Some(layer))?;
+        Ok(match lookup::node(&r, &layers, node)? {
+            Some((_, record)) => match record.content {
+                Content::File { size, root, .. } => Some(Base { root, size }),
+                _ => None,
+            },
+            None => None,
         })
     }
 }

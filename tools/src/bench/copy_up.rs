@@ -62,7 +62,7 @@ pub struct Args {
     /// SQLite journal modes to run the transactions in, one table each (delete: the rollback
     /// journal, sqlite3's default; wal: write-ahead log).
     #[arg(long, value_delimiter = ',', default_value = "delete,wal")]
-    journal_modes: Vec<String>,
+    journal_modes: Vec<JournalMode>,
     /// Size of the image file the random writes and the N containers edit.
     #[arg(long, value_parser = super::parse_size, default_value = "1G")]
     image_size: u64,
@@ -75,6 +75,24 @@ pub struct Args {
     /// Containers editing the same file.
     #[arg(long, default_value_t = 4)]
     containers: usize,
+}
+
+/// A SQLite journal mode (`PRAGMA journal_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum JournalMode {
+    /// The rollback journal, created and deleted per transaction (sqlite3's default).
+    Delete,
+    /// The write-ahead log.
+    Wal,
+}
+
+impl JournalMode {
+    fn pragma(self) -> &'static str {
+        match self {
+            JournalMode::Delete => "delete",
+            JournalMode::Wal => "wal",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,7 +129,7 @@ pub fn run(env: &Env, args: &Args) -> Result<Report> {
             }
             Workload::Sqlite => {
                 for mode in &args.journal_modes {
-                    sqlite(env, args, &lowers, mode, &mut report)?;
+                    sqlite(env, args, &lowers, *mode, &mut report)?;
                 }
             }
             Workload::RandomWrite => random_write(env, args, &lowers, &mut report)?,
@@ -291,7 +309,14 @@ const COLUMNS_FIRST_WRITE: [(&str, &str, Unit); 3] = [
     ("fsync_ms", "of it fsync", Unit::Ms),
 ];
 
-fn sqlite(env: &Env, args: &Args, lowers: &Lowers, mode: &str, report: &mut Report) -> Result<()> {
+fn sqlite(
+    env: &Env,
+    args: &Args,
+    lowers: &Lowers,
+    mode: JournalMode,
+    report: &mut Report,
+) -> Result<()> {
+    let mode = mode.pragma();
     let spinner = env.step("generating the SQLite image");
     let (lower, rows) = lowers.sqlite(args.db_size)?;
     spinner.finish();

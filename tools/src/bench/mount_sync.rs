@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::copy_up::each_system;
-use super::data::{self, Lowers};
+use super::data::{self, Lowers, Rng};
 use super::mount::Args;
 use super::report::{Report, Table, Target, Unit};
 use super::{Env, System};
@@ -24,16 +24,13 @@ fn probe(path: &Path) -> Result<(f64, f64)> {
         .write(true)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    let blocks = file.metadata()?.len() / 4096;
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let pages = (file.metadata()?.len() / 4096).max(1);
+    let mut rng = Rng::new(1);
     let mut buf = vec![0u8; 4096];
     let mut times = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
         buf[..8].copy_from_slice(&(round as u64).to_le_bytes());
-        file.write_all_at(&buf, (state % blocks.max(1)) * 4096)?;
+        file.write_all_at(&buf, rng.below(pages) * 4096)?;
         let started = Instant::now();
         file.sync_data()?;
         times.push(started.elapsed().as_secs_f64() * 1e3);
