@@ -58,6 +58,7 @@ fn kind_name(kind: FileKind) -> String {
 impl Store {
     /// The changes of container `name` against the image it sits on.
     pub fn diff_container(&self, name: &str) -> Result<Vec<DiffEntry>> {
+        self.push_kernel_caches(Some(name))?;
         self.sync()?;
         let r = self.meta().read();
         let container = r

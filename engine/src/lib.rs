@@ -25,6 +25,6 @@ pub mod volume;
 pub use layer::mutate::RenameFlags;
 pub use store_dir::{Store, StoreOptions};
 pub use tree::node::FileKind;
-pub use volume::{Attr, Caller, Fallocate, SeekTarget, SetAttr, Volume, XattrMode};
+pub use volume::{Attr, Caller, Fallocate, KernelCache, SeekTarget, SetAttr, Volume, XattrMode};
 pub mod export;
 pub mod import;

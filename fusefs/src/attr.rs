@@ -81,6 +81,17 @@ pub fn negative() -> FileAttr {
     }
 }
 
+/// The reply to the kernel's write-back of the times of a regular file the volume no longer
+/// has (unlinked, and closed): unlinked, with the mtime the kernel sent.
+pub fn gone(ino: INodeNo, mtime: i64) -> FileAttr {
+    FileAttr {
+        ino,
+        mtime: time(mtime),
+        ctime: time(mtime),
+        ..negative()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

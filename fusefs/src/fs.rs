@@ -6,6 +6,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
@@ -21,18 +22,24 @@ use crate::MountConfig;
 use crate::attr::{self, ATTR_TTL, ENTRY_TTL, NEGATIVE_TTL};
 use crate::convert::{caller, node, ns, reply_empty, reply_sized};
 use crate::errno::errno;
+use crate::writeback::Writeback;
 use crate::{dir_reply, set_id};
 
 pub struct TesseraFs {
     volume: Volume,
     config: MountConfig,
+    writeback: Arc<Writeback>,
 }
 
 pub(crate) const GENERATION: Generation = Generation(0);
 
 impl TesseraFs {
-    pub fn new(volume: Volume, config: MountConfig) -> TesseraFs {
-        TesseraFs { volume, config }
+    pub fn new(volume: Volume, config: MountConfig, writeback: Arc<Writeback>) -> TesseraFs {
+        TesseraFs {
+            volume,
+            config,
+            writeback,
+        }
     }
 
     fn open_flags(&self) -> FopenFlags {
@@ -124,18 +131,33 @@ impl fuser::Filesystem for TesseraFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let mtime_ns = mtime.map(ns);
         let change = SetAttr {
             mode,
             uid,
             gid,
             size,
             atime: atime.map(ns),
-            mtime: mtime.map(ns),
+            mtime: mtime_ns,
+            ctime: ctime.map(attr::nanos),
             kill_set_id: None,
         };
-        let change = set_id::on_setattr(req, change, ctime.is_some());
+        let times_only = mtime_ns.is_some()
+            && change
+                == SetAttr {
+                    mtime: change.mtime,
+                    ctime: change.ctime,
+                    ..SetAttr::default()
+                };
+        let change = set_id::on_setattr(req, change);
         match self.setattr_change(ino, change) {
             Ok(attr) => reply.attr(&ATTR_TTL, &attr::file_attr(&attr)),
+            // The kernel writes a file's times back after its last close, and the volume
+            // forgets an unlinked file at its last close: for a file both gone and closed,
+            // there is nothing to keep them on. (An error here would fail the next syncfs.)
+            Err(e) if e.kind() == tessera::ErrorKind::NotFound && times_only => {
+                reply.attr(&ATTR_TTL, &attr::gone(ino, mtime_ns.unwrap_or(0)))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -527,11 +549,8 @@ impl fuser::Filesystem for TesseraFs {
         if offset < 0 {
             return reply.error(Errno::ENXIO);
         }
-        match self.volume.seek(node(ino), offset as u64, target) {
-            Ok(position) => reply.offset(position as i64),
-            Err(e) if e.kind() == tessera::ErrorKind::NotFound => reply.error(Errno::ENXIO),
-            Err(e) => reply.error(errno(&e)),
-        }
+        self.writeback
+            .seek(&self.volume, node(ino), offset as u64, target, reply);
     }
 
     fn copy_file_range(

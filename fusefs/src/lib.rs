@@ -14,11 +14,14 @@ pub mod errno;
 mod fs;
 pub mod mounts;
 mod set_id;
+mod writeback;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fuser::{Config, MountOption, SessionACL};
 use tessera::Volume;
+use writeback::{Writeback, push_cached_writes};
 
 /// How a view is mounted.
 #[derive(Debug, Clone)]
@@ -27,7 +30,9 @@ pub struct MountConfig {
     /// so N containers reading the same blocks hold them once. Default: off — the kernel's
     /// page cache is the only cache (FOPEN_KEEP_CACHE).
     pub share_memory: bool,
-    /// Let the kernel cache writes (FUSE_WRITEBACK_CACHE) in the default mode.
+    /// Let the kernel cache writes (FUSE_WRITEBACK_CACHE) in the default mode: a write is a
+    /// copy into the page cache, not a request; the mount pushes what the kernel holds every
+    /// second and before commit, export, diff and stats (see `writeback`). Default: on.
     pub writeback_cache: bool,
     /// Let users other than the mounting one in (`allow_other`). Default on as root.
     pub allow_other: bool,
@@ -43,7 +48,7 @@ impl Default for MountConfig {
     fn default() -> Self {
         MountConfig {
             share_memory: false,
-            writeback_cache: false,
+            writeback_cache: true,
             allow_other: rustix::process::geteuid().is_root(),
             threads: std::thread::available_parallelism().map_or(4, |n| n.get().max(4)),
             fsname: "tessera".into(),
@@ -56,6 +61,7 @@ pub struct Mount {
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
     volume: Volume,
+    writeback: Arc<Writeback>,
 }
 
 impl Mount {
@@ -86,14 +92,20 @@ impl Mount {
         fuse_config.n_threads = Some(config.threads.max(1));
         fuse_config.clone_fd = config.threads > 1;
         volume.set_cache_reads(config.share_memory);
-        let filesystem = fs::TesseraFs::new(volume.clone(), config);
+        let writeback = Writeback::idle();
+        let filesystem = fs::TesseraFs::new(volume.clone(), config, writeback.clone());
         let session = fuser::Session::new(filesystem, mountpoint, &fuse_config)?.spawn()?;
-        mounts::raise_read_ahead(mountpoint);
-        Ok(Mount {
+        let mount = Mount {
             session: Some(session),
             mountpoint: mountpoint.to_path_buf(),
             volume,
-        })
+            writeback,
+        };
+        mounts::raise_read_ahead(mountpoint);
+        if mount.volume.is_writable() {
+            mount.writeback.start(&mount.volume, mountpoint)?;
+        }
+        Ok(mount)
     }
 
     pub fn mountpoint(&self) -> &Path {
@@ -128,6 +140,19 @@ impl Mount {
                 "{} is busy ({e}): aborting its connection",
                 self.mountpoint.display()
             );
+            // Its open files keep it mounted: push what the kernel holds before the abort
+            // loses it, and drop what it caches of them, so that they fail (ENOTCONN) rather
+            // than go on serving a dead mount's pages.
+            self.writeback.stop(&self.volume);
+            if let Err(e) = push_cached_writes(&self.mountpoint) {
+                tracing::warn!("{}: {e}", self.mountpoint.display());
+            }
+            if let Some(session) = &self.session {
+                let notifier = session.notifier();
+                for node in self.volume.open_nodes() {
+                    let _ = notifier.inval_inode(fuser::INodeNo(node.0), 0, 0);
+                }
+            }
             let flushed = self.volume.sync();
             mounts::abort_connection(&self.mountpoint);
             let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
@@ -143,12 +168,20 @@ impl Mount {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
+        // No descriptor of the mount may be open while it unmounts. (The unmount itself
+        // writes back what the kernel holds before it ends the session.)
+        self.writeback.stop(&self.volume);
         if let Err(e) =
             rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::empty())
             && e != rustix::io::Errno::INVAL
         {
             // Busy (or not ours to unmount): keep serving it.
             self.session = Some(session);
+            if self.volume.is_writable()
+                && let Err(e) = self.writeback.start(&self.volume, &self.mountpoint)
+            {
+                tracing::warn!("{}: restarting writeback: {e}", self.mountpoint.display());
+            }
             return Err(e.into());
         }
         match session.join() {

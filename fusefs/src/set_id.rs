@@ -14,14 +14,19 @@ pub(crate) fn kill(req: &Request) -> SetAttr {
     }
 }
 
-/// `change` (a SETATTR; `ctime_set` when it carried a ctime) with the set-ID bits dropped
-/// where the kernel expects the filesystem to drop them.
-pub(crate) fn on_setattr(req: &Request, change: SetAttr, ctime_set: bool) -> SetAttr {
+/// `change` (a SETATTR) with the set-ID bits dropped where the kernel expects the filesystem
+/// to drop them.
+pub(crate) fn on_setattr(req: &Request, change: SetAttr) -> SetAttr {
     // Under KILLPRIV_V2 the kernel strips the mode it would have set to drop the bits
     // (file_remove_privs before fallocate or copy_file_range, chown to -1:-1) and sends what
-    // is left: nothing. An empty SETATTR has no other sender (utimensat with both times
-    // UTIME_OMIT returns before it reaches the filesystem).
-    if change == SetAttr::default() && !ctime_set {
+    // is left: nothing, or (writeback cache, where the kernel keeps a file's times) only the
+    // ctime. Such a SETATTR has no other sender (utimensat with both times UTIME_OMIT returns
+    // before it reaches the filesystem).
+    let without_ctime = SetAttr {
+        ctime: None,
+        ..change.clone()
+    };
+    if without_ctime == SetAttr::default() {
         return kill(req);
     }
     // A change of owner always drops them; a truncation only when the caller lacks

@@ -67,6 +67,13 @@ impl MountGuard {
         self.path.join(rel)
     }
 
+    /// Pushes the writes the kernel caches for the mount (writeback cache, shared mappings)
+    /// to the volume's memory: a syncfs, as the mount's own writeback thread does.
+    pub fn push_kernel_cache(&self) {
+        let root = std::fs::File::open(self.path()).unwrap();
+        rustix::fs::syncfs(&root).unwrap();
+    }
+
     /// Unmounts now, reporting failure (Drop only logs).
     pub fn unmount(mut self) {
         if let Some(mount) = self.mount.take() {

@@ -173,6 +173,17 @@ proptest! {
 proptest! {
     #![proptest_config(model::proptest_config(3, 256))]
     #[test]
+    fn write_through_mount_matches_model(case in case(40)) {
+        if can_mount() {
+            let through = MountConfig { writeback_cache: false, ..MountConfig::default() };
+            run_case(4096, through, &case).map_err(TestCaseError::fail)?;
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(model::proptest_config(3, 256))]
+    #[test]
     fn share_memory_mount_matches_model(case in case(40)) {
         if can_mount() {
             let share = MountConfig { share_memory: true, ..MountConfig::default() };

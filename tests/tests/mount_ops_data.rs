@@ -14,7 +14,8 @@ use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
 use rustix::fs::{self as rfs, FallocateFlags};
-use tessera_tests::mount::{can_mount, errno, mount, remount};
+use tessera_fusefs::MountConfig;
+use tessera_tests::mount::{MountGuard, can_mount, errno, mount, remount};
 use tessera_tests::{bytes, image_store, read_file};
 
 const BS: u64 = 4096;
@@ -32,10 +33,21 @@ fn fsync_and_fsyncdir_flush_dirty_data() {
     if !can_mount() {
         return;
     }
+    for writeback_cache in [true, false] {
+        fsync_and_fsyncdir_flush(MountConfig {
+            writeback_cache,
+            ..MountConfig::default()
+        });
+    }
+}
+
+fn fsync_and_fsyncdir_flush(config: MountConfig) {
     let t = image_store(BS as u32, |src| fs::create_dir(src.join("d")).unwrap());
-    let m = mount(&t);
+    let m = MountGuard::new(t.open_container("c").unwrap(), config);
     let f = File::create(m.join("d/a")).unwrap();
     f.write_all_at(&bytes(3, 5 * BS as usize), 0).unwrap();
+    // Under the writeback cache the writes wait in the kernel until it writes them back.
+    m.push_kernel_cache();
     assert!(
         t.dirty_bytes() >= 5 * BS,
         "writes wait in memory until a flush"
@@ -44,6 +56,7 @@ fn fsync_and_fsyncdir_flush_dirty_data() {
     assert_eq!(t.dirty_bytes(), 0, "fsync flushed the file");
     let g = File::create(m.join("d/b")).unwrap();
     g.write_all_at(&bytes(4, 2 * BS as usize), 0).unwrap();
+    m.push_kernel_cache();
     assert!(t.dirty_bytes() >= 2 * BS);
     g.sync_data().unwrap();
     assert_eq!(t.dirty_bytes(), 0, "fdatasync flushed the file");

@@ -69,6 +69,9 @@ pub enum Request {
         container: String,
         mountpoint: PathBuf,
         share_memory: bool,
+        /// No writeback cache: every write is a request to the daemon.
+        #[serde(default)]
+        write_through: bool,
     },
     /// Daemon only: flush and unmount.
     Umount {

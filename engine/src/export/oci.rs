@@ -66,6 +66,7 @@ impl Store {
     fn export_target(&self, name: &str) -> Result<Target> {
         let container = self.meta().read().container(name)?;
         if let Some(container) = container {
+            self.push_kernel_caches(Some(name))?;
             self.sync()?;
             let r = self.meta().read();
             let config = match container.base {

@@ -128,6 +128,9 @@ impl Scan<'_> {
 
 /// Computes the report.
 pub fn stats(store: &Store, options: &StatsOptions) -> Result<StatsReport> {
+    // What mounts hold in the kernel's cache and in memory counts, as on disk.
+    store.push_kernel_caches(None)?;
+    store.sync()?;
     let mut scan = Scan {
         store,
         r: store.meta().read(),

@@ -168,6 +168,7 @@ impl Store {
     /// its dirty data is flushed first (crash-consistent, like `docker commit`).
     pub fn commit_container(&self, container: &str, image: &str) -> Result<LayerId> {
         check_object_name("image", image)?;
+        self.push_kernel_caches(Some(container))?;
         let volume = self
             .live_volumes()
             .into_iter()

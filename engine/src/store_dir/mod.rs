@@ -312,6 +312,17 @@ impl Store {
         self.intent_log().map_or(0, |log| log.appended())
     }
 
+    /// Pushes what kernels cache of open views (see [`crate::volume::KernelCache`]) to them:
+    /// `container`'s view, or every view.
+    pub fn push_kernel_caches(&self, container: Option<&str>) -> Result<()> {
+        for shared in self.live_volumes() {
+            if container.is_none() || shared.container_name().as_deref() == container {
+                crate::volume::Volume::from_shared(shared).push_kernel_cache()?;
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn live_volumes(&self) -> Vec<Arc<VolumeShared>> {
         let mut volumes = self.inner.volumes.lock().unwrap();
         volumes.retain(|v| v.strong_count() > 0);
@@ -429,7 +440,11 @@ impl Store {
             .into_iter()
             .find(|v| v.container_name().as_deref() == Some(name));
         match live {
-            Some(shared) => Ok(crate::volume::Volume::from_shared(shared)),
+            Some(shared) => {
+                let volume = crate::volume::Volume::from_shared(shared);
+                volume.push_kernel_cache()?;
+                Ok(volume)
+            }
             None => self.open_container(name),
         }
     }

@@ -116,6 +116,7 @@ fn apply(view: &Volume, record: &Record) -> Result<()> {
             node,
             &SetAttr {
                 mtime: Some(mtime),
+                ctime: Some(mtime),
                 ..Default::default()
             },
         )?;

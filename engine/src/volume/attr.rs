@@ -64,6 +64,9 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<TimeNs>,
     pub mtime: Option<TimeNs>,
+    /// The change time the caller's kernel gave the node (a writeback-cache mount keeps a
+    /// file's times in the kernel and sends them); `None`: the time of the change.
+    pub ctime: Option<TimeNs>,
     /// Drop the set-ID bits from a file that is not a directory, as a change of owner, and a
     /// write or truncation by a process without CAP_FSETID, must (the kernel leaves this to
     /// the filesystem under `FUSE_HANDLE_KILLPRIV_V2`): set-user-ID always; set-group-ID when

@@ -43,6 +43,15 @@ impl Volume {
         Ok(FileHandle(fh))
     }
 
+    /// The nodes open files refer to.
+    pub fn open_nodes(&self) -> Vec<NodeId> {
+        let handles = self.shared.handles.lock().unwrap();
+        let mut nodes: Vec<NodeId> = handles.files.values().copied().collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
     /// The node an open handle refers to.
     pub fn handle_node(&self, fh: FileHandle) -> Result<NodeId> {
         self.shared

@@ -61,7 +61,16 @@ pub(crate) struct VolumeShared {
     /// Whether reads go through the store's block cache (share-memory mounts).
     cache_reads: AtomicBool,
     handles: Mutex<Handles>,
+    /// Pushes what a kernel caches of this view (see [`KernelCache`]).
+    kernel_cache: Mutex<Option<KernelCache>>,
 }
+
+/// Pushes the changes a kernel holds for a view — a mount's dirty pages (writeback cache,
+/// shared mappings) — to the view, and waits until they are there (a syncfs of the mount).
+/// The mount registers it; whatever reads a container as a whole (commit, export, diff,
+/// stats) calls it first, so it sees every write that returned. Called with no lock of the
+/// view held, never from a thread that serves the mount's requests.
+pub type KernelCache = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
 #[derive(Debug, Clone)]
 enum Target {
@@ -130,6 +139,7 @@ impl Volume {
                 evictions: AtomicU64::new(0),
                 cache_reads: AtomicBool::new(false),
                 handles: Mutex::new(Handles::default()),
+                kernel_cache: Mutex::new(None),
             }),
         }
     }
@@ -168,6 +178,20 @@ impl Volume {
     /// (share-memory mode). Off by default: the kernel's page cache is then the only cache.
     pub fn set_cache_reads(&self, on: bool) {
         self.shared.cache_reads.store(on, Ordering::Relaxed);
+    }
+
+    /// Registers (or, with `None`, removes) what pushes a kernel's cached changes of this view.
+    pub fn set_kernel_cache(&self, cache: Option<KernelCache>) {
+        *self.shared.kernel_cache.lock().unwrap() = cache;
+    }
+
+    /// Pushes the kernel's cached changes of this view to it (nothing when none is registered).
+    pub fn push_kernel_cache(&self) -> Result<()> {
+        let cache = self.shared.kernel_cache.lock().unwrap().clone();
+        match cache {
+            Some(push) => push().map_err(|e| Error::io("pushing the kernel's cached writes", e)),
+            None => Ok(()),
+        }
     }
 
     pub fn root(&self) -> NodeId {

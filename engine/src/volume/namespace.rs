@@ -7,7 +7,7 @@ use super::{Attr, Caller, SetAttr, Volume, XattrMode, now_ns};
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::layer::mutate::{self, LinkDrop, NewNode, RenameFlags, Unlinked};
-use crate::layer::{copy_up, lookup};
+use crate::layer::{Stack, copy_up, lookup};
 use crate::tree::node::FileKind;
 
 /// The longest xattr name and value Linux allows.
@@ -171,7 +171,10 @@ impl Volume {
                 return Ok(self.attr_of(node, &record));
             }
         }
-        let now = now_ns();
+        if let Some(attr) = self.set_write_time(&stack, node, change)? {
+            return Ok(attr);
+        }
+        let now = change.ctime.unwrap_or_else(now_ns);
         // A file's unflushed state is locked first (lock order: node, then metadata).
         let state = match self.record(&stack, node)?.kind {
             FileKind::File => Some(self.state(&stack, node)?),
@@ -225,6 +228,35 @@ impl Volume {
         }
         drop(fd);
         Ok(self.attr_of(node, &record))
+    }
+
+    /// The kernel's time stamp of writes it cached — a writeback-cache mount sends a file's
+    /// mtime and ctime, equal, after writing its pages back — kept with the file's unflushed
+    /// writes, as the time of a write through the volume is: no metadata change of its own, so
+    /// an fsync after it still goes through the intent log. `None`: not that case.
+    fn set_write_time(
+        &self,
+        stack: &Stack,
+        node: NodeId,
+        change: &SetAttr,
+    ) -> Result<Option<Attr>> {
+        let (Some(mtime), Some(ctime)) = (change.mtime, change.ctime) else {
+            return Ok(None);
+        };
+        let times_only = SetAttr {
+            mtime: Some(mtime),
+            ctime: Some(ctime),
+            ..SetAttr::default()
+        };
+        if mtime != ctime || *change != times_only {
+            return Ok(None);
+        }
+        let Some(state) = self.existing_state(node).filter(|s| s.is_file) else {
+            return Ok(None);
+        };
+        state.data.lock().unwrap().mtime = Some(mtime);
+        let record = self.record(stack, node)?;
+        Ok(Some(self.attr_of(node, &record)))
     }
 
     pub fn getxattr(&self, node: NodeId, name: &[u8]) -> Result<Vec<u8>> {

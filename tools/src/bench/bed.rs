@@ -104,7 +104,7 @@ impl Bed {
             std::fs::create_dir_all(view)?;
         }
         bed.kind = Some(match system {
-            System::Tessera | System::TesseraWriteback | System::TesseraShared => {
+            System::Tessera | System::TesseraWriteThrough | System::TesseraShared => {
                 Kind::Tessera(bed.tessera(opts)?)
             }
             System::Overlayfs => {
@@ -137,7 +137,7 @@ impl Bed {
             store.create_container(&name, "bench:lower")?;
             let config = MountConfig {
                 share_memory: shared,
-                writeback_cache: self.system == System::TesseraWriteback,
+                writeback_cache: self.system != System::TesseraWriteThrough,
                 fsname: format!("tessera:bench-{name}"),
                 ..MountConfig::default()
             };

@@ -66,10 +66,11 @@ pub struct Common {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum System {
-    /// Tessera's FUSE mount, default mode (the kernel page cache is the only cache).
+    /// Tessera's FUSE mount, default mode (the kernel page cache is the only cache; writes
+    /// wait in it, FUSE_WRITEBACK_CACHE).
     Tessera,
-    /// Tessera's FUSE mount with the kernel's writeback cache (FUSE_WRITEBACK_CACHE).
-    TesseraWriteback,
+    /// Tessera's FUSE mount without the writeback cache: every write is a request.
+    TesseraWriteThrough,
     /// Tessera's FUSE mount in share-memory mode (direct I/O, the daemon's block cache).
     TesseraShared,
     /// Kernel overlayfs, lower and upper on the work directory's filesystem.
@@ -84,7 +85,7 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::Tessera => "tessera",
-            System::TesseraWriteback => "tessera-writeback",
+            System::TesseraWriteThrough => "tessera-writethrough",
             System::TesseraShared => "tessera-shared",
             System::Overlayfs => "overlayfs",
             System::OverlayfsReflink => "overlayfs-reflink",
@@ -95,7 +96,7 @@ impl System {
     pub fn is_tessera(self) -> bool {
         matches!(
             self,
-            System::Tessera | System::TesseraWriteback | System::TesseraShared
+            System::Tessera | System::TesseraWriteThrough | System::TesseraShared
         )
     }
 }

@@ -2,7 +2,7 @@
 //! and kernel overlayfs in the same run — the first 1-byte write into a large image file,
 //! sequential reads cold and warm (and the memory a cold read costs), random 4 KiB I/O with
 //! fio. The share-memory and `chown -R` workloads live in [`super::mount_memory`]. Every
-//! Tessera write workload also runs with the kernel's writeback cache (`tessera-writeback`).
+//! Tessera write workload also runs without the kernel's writeback cache (`tessera-writethrough`).
 
 use std::path::Path;
 
@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "tessera,tessera-writeback,tessera-shared,fuse-overlayfs,overlayfs"
+        default_value = "tessera,tessera-writethrough,tessera-shared,fuse-overlayfs,overlayfs"
     )]
     pub systems: Vec<System>,
     /// Workloads to run.
@@ -238,7 +238,7 @@ fn per_system(
     };
     spinner.finish();
     let wants = |w| args.workloads.contains(&w);
-    let writes_only = system == System::TesseraWriteback;
+    let writes_only = system == System::TesseraWriteThrough;
     if wants(Workload::FirstWrite) {
         let spinner = env.step(&format!("first writes on {}", system.name()));
         let values = first_writes(args, &bed, measured)?;
@@ -389,10 +389,10 @@ fn fio_runs(
 
 /// Judges every target this run measured.
 fn targets(args: &Args, m: &Measured, report: &mut Report) {
-    use System::{FuseOverlayfs as Fo, Tessera as T, TesseraWriteback as Twb};
+    use System::{FuseOverlayfs as Fo, Tessera as T, TesseraWriteThrough as Twt};
     let mut out = Vec::new();
     let mib = |b: f64| format!("{:.0} MiB", b / (1u64 << 20) as f64);
-    for (system, label) in [(T, ""), (Twb, " (writeback cache)")] {
+    for (system, label) in [(T, ""), (Twt, " (write-through)")] {
         if let Some(v) = m.get(system, "warm_ms") {
             let name = format!("first write, open+write+close, warm{label}");
             out.push(Target::at_most(
@@ -445,7 +445,7 @@ fn targets(args: &Args, m: &Measured, report: &mut Report) {
             &show,
         ));
     }
-    for (system, label) in [(T, ""), (Twb, " (writeback cache)")] {
+    for (system, label) in [(T, ""), (Twt, " (write-through)")] {
         if let Some((t, f)) = vs("randwrite_iops", system) {
             let name = format!("fio randwrite IOPS{label}");
             let show = format!("{t:.0} vs {f:.0} ({:.1}x)", t / f.max(1.0));

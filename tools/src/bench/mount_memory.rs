@@ -27,7 +27,7 @@ pub fn shared(
         .systems
         .iter()
         .copied()
-        .filter(|s| *s != System::TesseraWriteback)
+        .filter(|s| *s != System::TesseraWriteThrough)
         .collect();
     let spinner = env.step("generating the shared-memory image");
     let lower = lowers.big_file(args.shared_size)?;

@@ -23,10 +23,7 @@ pub struct Args {
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
-    // A mounted container: push the kernel's cached writes to the daemon first.
-    if let Some(mountpoint) = super::mount::mountpoint_of(store, &args.container)? {
-        super::mount::syncfs(&mountpoint)?;
-    }
+    // A mounted container's daemon pushes what the kernel caches of it before committing.
     let reply = client::call(
         store,
         Request::Commit {

@@ -20,6 +20,10 @@ pub struct Args {
     /// allowed): containers reading the same blocks hold them in memory once.
     #[arg(long)]
     share_memory: bool,
+    /// Send every write to the daemon as it happens instead of letting the kernel cache it
+    /// (FUSE_WRITEBACK_CACHE, the default): slower small writes, nothing held by the kernel.
+    #[arg(long, conflicts_with = "share_memory")]
+    write_through: bool,
     /// Run the daemon in this terminal (until Ctrl-C or the last unmount).
     #[arg(long)]
     foreground: bool,
@@ -55,6 +59,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
         container: args.container.clone(),
         mountpoint: mountpoint.clone(),
         share_memory: args.share_memory,
+        write_through: args.write_through,
     };
     if args.foreground {
         if client::daemon(store).is_some() {
@@ -82,6 +87,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             container: request.container,
             mountpoint: request.mountpoint,
             share_memory: request.share_memory,
+            write_through: request.write_through,
         },
     )?;
     println!("mounted {} at {}", args.container, mountpoint.display());
@@ -115,29 +121,6 @@ pub fn run_umount(store: &Path, args: UmountArgs) -> Result<()> {
     bail!("no tessera daemon serves {}", mountpoint.display())
 }
 
-/// The mount point of a mounted container, asking the daemon.
-pub fn mountpoint_of(store: &Path, container: &str) -> Result<Option<PathBuf>> {
-    let Some(stream) = client::daemon(store) else {
-        return Ok(None);
-    };
-    let status: Value = protocol::call(stream, &Request::Status)?;
-    Ok(status["mounts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["container"] == container)
-        .and_then(|m| m["mountpoint"].as_str())
-        .map(PathBuf::from))
-}
-
-/// Pushes the kernel's cached writes of a mount to the daemon (before a commit).
-pub fn syncfs(mountpoint: &Path) -> Result<()> {
-    let dir = std::fs::File::open(mountpoint)
-        .with_context(|| format!("opening {}", mountpoint.display()))?;
-    rustix::fs::syncfs(&dir).with_context(|| format!("syncfs {}", mountpoint.display()))?;
-    Ok(())
-}
-
 pub fn print_status(value: &Value) {
     let mounts = value["mounts"].as_array().cloned().unwrap_or_default();
     println!(
@@ -155,8 +138,10 @@ pub fn print_status(value: &Value) {
                 m["mountpoint"].as_str().unwrap_or("").to_string(),
                 if m["share_memory"].as_bool() == Some(true) {
                     "share-memory"
+                } else if m["write_through"].as_bool() == Some(true) {
+                    "write-through"
                 } else {
-                    "page-cache"
+                    "writeback"
                 }
                 .to_string(),
             ]

@@ -37,6 +37,7 @@ pub struct MountRequest {
     pub container: String,
     pub mountpoint: PathBuf,
     pub share_memory: bool,
+    pub write_through: bool,
 }
 
 /// How long a daemon that never got a mount waits for one.
@@ -48,6 +49,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 struct Mounted {
     container: String,
     share_memory: bool,
+    write_through: bool,
     mount: Mount,
 }
 
@@ -74,6 +76,7 @@ impl Daemon {
             container,
             mountpoint,
             share_memory,
+            write_through,
         } = request;
         if self.stopping.load(Ordering::SeqCst) {
             bail!("the tessera daemon is stopping; run the command again");
@@ -87,6 +90,7 @@ impl Daemon {
         let volume = self.store.open_container(&container)?;
         let config = MountConfig {
             share_memory,
+            writeback_cache: !write_through,
             fsname: format!("tessera:{container}"),
             ..MountConfig::default()
         };
@@ -98,6 +102,7 @@ impl Daemon {
             Mounted {
                 container: container.clone(),
                 share_memory,
+                write_through,
                 mount,
             },
         );
@@ -115,6 +120,7 @@ impl Daemon {
         let Mounted {
             container,
             share_memory,
+            write_through,
             mount,
         } = entry;
         match mount.try_unmount() {
@@ -126,6 +132,7 @@ impl Daemon {
                     Mounted {
                         container,
                         share_memory,
+                        write_through,
                         mount: *mount,
                     },
                 );
@@ -151,6 +158,7 @@ impl Daemon {
                     "container": m.container,
                     "mountpoint": path,
                     "share_memory": m.share_memory,
+                    "write_through": m.write_through,
                 })
             })
             .collect();
@@ -189,10 +197,12 @@ impl Daemon {
                 container,
                 mountpoint,
                 share_memory,
+                write_through,
             } => self.mount(MountRequest {
                 container,
                 mountpoint,
                 share_memory,
+                write_through,
             }),
             Request::Umount { mountpoint } => self.umount(&mountpoint),
             Request::Status => Ok(self.status()),
