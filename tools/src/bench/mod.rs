@@ -85,7 +85,7 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::Tessera => "tessera",
-            System::TesseraWriteThrough => "tessera-writethrough",
+            System::TesseraWriteThrough => "tessera-write-through",
             System::TesseraShared => "tessera-shared",
             System::Overlayfs => "overlayfs",
             System::OverlayfsReflink => "overlayfs-reflink",

@@ -2,7 +2,7 @@
 //! and kernel overlayfs in the same run — the first 1-byte write into a large image file,
 //! sequential reads cold and warm (and the memory a cold read costs), random 4 KiB I/O with
 //! fio. The share-memory and `chown -R` workloads live in [`super::mount_memory`]. Every
-//! Tessera write workload also runs without the kernel's writeback cache (`tessera-writethrough`).
+//! Tessera write workload also runs without the kernel's writeback cache (`tessera-write-through`).
 
 use std::path::Path;
 
@@ -32,7 +32,7 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "tessera,tessera-writethrough,tessera-shared,fuse-overlayfs,overlayfs"
+        default_value = "tessera,tessera-write-through,tessera-shared,fuse-overlayfs,overlayfs"
     )]
     pub systems: Vec<System>,
     /// Workloads to run.
