@@ -25,6 +25,19 @@ pub fn call(store: &Path, request: Request) -> Result<Value> {
     }
 }
 
+/// Whether process `pid` still runs or holds its files: a zombie whose threads are all gone
+/// (only the leader left in /proc/PID/task) has closed everything, the store lock included.
+pub fn running(pid: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let zombie = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with(['Z', 'X']));
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
+    !(zombie && threads <= 1)
+}
+
 /// Starts a background daemon for the store and waits until it listens.
 pub fn start_daemon(store: &Path) -> Result<std::os::unix::net::UnixStream> {
     use std::os::unix::process::CommandExt;

@@ -85,7 +85,24 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// Output cut short by a pipe (`tessera stats | head`) ends the command as it ends Unix tools:
+/// killed by SIGPIPE, silently. (Rust ignores SIGPIPE, so the write fails with EPIPE and
+/// `println!` panics.)
+fn die_of_sigpipe_on_a_closed_stdout() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // `println!`'s panic, and clap_complete's, name the error.
+        let message = info.to_string();
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
+            let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGPIPE);
+            std::process::exit(141);
+        }
+        report(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    die_of_sigpipe_on_a_closed_stdout();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let store = cli.store.clone().unwrap_or_else(default_store);

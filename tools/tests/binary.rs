@@ -19,3 +19,28 @@ fn the_binary_prints_its_version_and_help() {
             .contains("Commands:")
     );
 }
+
+#[test]
+fn output_cut_by_a_closed_pipe_ends_quietly_as_unix_tools_do() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let bin = env!("CARGO_BIN_EXE_tessera");
+    // `tessera completions bash | head -c0`: the reader is gone before the first write, and
+    // the script is larger than a pipe buffer, so the write fails with EPIPE.
+    let mut child = Command::new(bin)
+        .args(["completions", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {stderr}",
+        out.status
+    );
+}

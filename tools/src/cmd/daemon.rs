@@ -66,7 +66,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             // Until the process is gone: it removes its socket first, then unmounts and
             // flushes, and only its exit frees the store lock for the next command.
             let pid = reply["stopping"].as_u64();
-            while client::daemon(store).is_some() || pid.is_some_and(running) {
+            while client::daemon(store).is_some() || pid.is_some_and(client::running) {
                 if started.elapsed() > Duration::from_secs(60) {
                     bail!("the daemon did not stop within 60 s");
                 }
@@ -90,17 +90,4 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             },
         ),
     }
-}
-
-/// Whether process `pid` still runs or holds its files: a zombie whose threads are all gone
-/// (only the leader left in /proc/PID/task) has closed everything, the store lock included.
-fn running(pid: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let zombie = stat
-        .rsplit_once(") ")
-        .is_some_and(|(_, rest)| rest.starts_with(['Z', 'X']));
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
-    !(zombie && threads <= 1)
 }

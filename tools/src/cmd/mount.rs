@@ -101,7 +101,16 @@ pub fn run_umount(store: &Path, args: UmountArgs) -> Result<()> {
             mountpoint: mountpoint.clone(),
         };
         match protocol::call(stream, &request) {
-            Ok(_) => {
+            Ok(reply) => {
+                // The daemon's last mount: it exits, and frees the store, right after.
+                if let Some(pid) = reply["exiting"].as_u64() {
+                    let started = std::time::Instant::now();
+                    while client::running(pid)
+                        && started.elapsed() < std::time::Duration::from_secs(60)
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                }
                 println!("unmounted {}", mountpoint.display());
                 return Ok(());
             }

@@ -63,6 +63,8 @@ struct Daemon {
     active: AtomicUsize,
     /// Set once the daemon is on its way out: it takes no new mounts.
     stopping: AtomicBool,
+    /// Runs on with no mounts (else it exits after its last unmount).
+    persist: bool,
 }
 
 impl Daemon {
@@ -144,7 +146,18 @@ impl Daemon {
             Err((None, e)) => bail!("unmounting {}: {e}", mountpoint.display()),
         }
         tracing::info!("unmounted {container} from {}", mountpoint.display());
-        Ok(json!({ "container": container, "mountpoint": mountpoint }))
+        // The last one: the daemon exits now (the client waits for that, so a command typed
+        // next finds the store free), unless a mount comes in first.
+        let exiting = mounts.is_empty() && !self.persist;
+        drop(mounts);
+        if exiting {
+            self.stop.1.notify_all();
+        }
+        Ok(json!({
+            "container": container,
+            "mountpoint": mountpoint,
+            "exiting": exiting.then(std::process::id),
+        }))
     }
 
     fn status(&self) -> Value {
@@ -256,6 +269,7 @@ pub fn run(store_path: &Path, options: DaemonOptions) -> Result<()> {
         stop: (Mutex::new(false), Condvar::new()),
         active: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
+        persist: options.persist,
     });
     if let Some(first) = options.initial_mount
         && let Err(e) = daemon.mount(first)
