@@ -128,6 +128,7 @@ impl Store {
         let layout = StoreLayout::new(path);
         io.create_dir_all(path)
             .ctx(|| format!("creating {}", path.display()))?;
+        keep_private_if_real(&options, path)?;
         let lock = lock_if_real(&options, &layout)?;
         if io.exists(&layout.header()) {
             return Err(Error::Exists(format!("a store at {}", path.display())));
@@ -166,6 +167,7 @@ impl Store {
             )));
         }
         let lock = lock_if_real(&options, &layout)?;
+        keep_private_if_real(&options, path)?;
         let header = read_header(&io, &layout)?;
         let meta = open_db(&io, &layout, &options, false)?;
         let records = meta.read().packs()?;
@@ -476,6 +478,32 @@ fn lock_if_real(options: &StoreOptions, layout: &StoreLayout) -> Result<Option<S
         Some(_) => Ok(None),
         None => StoreLock::acquire(&layout.lock(), layout.root()).map(Some),
     }
+}
+
+/// Only the store's owner may enter it: its packs hold every block of every image and
+/// container, readable whatever the modes of the files inside them (Docker keeps its overlay
+/// directories root-only for the same reason). A store made before is tightened at open.
+fn keep_private_if_real(options: &StoreOptions, root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if options.io.is_some() {
+        return Ok(());
+    }
+    let mode = std::fs::metadata(root)
+        .ctx(|| format!("reading the mode of {}", root.display()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    let private = mode & !0o077;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(private))
+        .ctx(|| format!("making {} private (mode {private:o})", root.display()))?;
+    tracing::info!(
+        "store {}: mode {mode:o} -> {private:o} (only its owner may read its packs)",
+        root.display()
+    );
+    Ok(())
 }
 
 fn read_header(io: &Io, layout: &StoreLayout) -> Result<StoreHeader> {
