@@ -116,6 +116,12 @@ impl Model {
     }
 }
 
+/// A random file of the workload whose existence is certain.
+fn pick(rng: &mut Rng, names: &[String], model: &Model) -> Option<String> {
+    let name = names.get(rng.below(names.len().max(1) as u64) as usize)?;
+    (!model.uncertain.contains(name)).then(|| name.clone())
+}
+
 /// One step of the workload. `Err` once the mount stops answering (the daemon is gone).
 fn step(rng: &mut Rng, cli: &Cli, m: &Path, model: &mut Model) -> std::io::Result<()> {
     let names: Vec<String> = model
@@ -180,15 +186,9 @@ fn step(rng: &mut Rng, cli: &Cli, m: &Path, model: &mut Model) -> std::io::Resul
         // A write nobody syncs (the flusher and the kernel's writeback may or may not have
         // taken it).
         9 | 10 => {
-            let Some(name) = names
-                .get(rng.below(names.len().max(1) as u64) as usize)
-                .cloned()
-            else {
+            let Some(name) = pick(rng, &names, model) else {
                 return Ok(());
             };
-            if model.uncertain.contains(&name) {
-                return Ok(());
-            }
             let len = 1 + rng.below(30_000) as usize;
             let at = rng.below(300_000);
             let data = bytes(rng.next(), len);
@@ -203,11 +203,8 @@ fn step(rng: &mut Rng, cli: &Cli, m: &Path, model: &mut Model) -> std::io::Resul
         }
         // Rename a synced file over another name, then fsyncdir.
         11 | 12 => {
-            let from = names
-                .get(rng.below(names.len().max(1) as u64) as usize)
-                .cloned();
             let Some(from) =
-                from.filter(|n| !model.uncertain.contains(n) && model.files[n].unsynced.is_empty())
+                pick(rng, &names, model).filter(|n| model.files[n].unsynced.is_empty())
             else {
                 return Ok(());
             };
@@ -224,15 +221,9 @@ fn step(rng: &mut Rng, cli: &Cli, m: &Path, model: &mut Model) -> std::io::Resul
         }
         // Unlink, then fsyncdir.
         13 => {
-            let Some(name) = names
-                .get(rng.below(names.len().max(1) as u64) as usize)
-                .cloned()
-            else {
+            let Some(name) = pick(rng, &names, model) else {
                 return Ok(());
             };
-            if model.uncertain.contains(&name) {
-                return Ok(());
-            }
             model.uncertain.push(name.clone());
             std::fs::remove_file(m.join(&name))?;
             model.files.remove(&name);
