@@ -113,3 +113,81 @@ fn a_flushed_record_is_not_replayed_over_newer_data() {
     let v = store.open_container("c").unwrap();
     assert_eq!(read_file(&v, "db"), original);
 }
+
+/// A writeback-cache mount writes a file's times back (a SETATTR of mtime = ctime) before each
+/// fsync: kept with the unflushed writes, it leaves the fsync on the log, and the time is
+/// durable with the data. Any other SETATTR is a metadata change, committed by the fsync.
+#[test]
+fn the_kernels_time_write_back_keeps_fsync_on_the_log() {
+    let sim = SimIo::new(SimOptions::default());
+    let store = open(&sim, true);
+    let v = store.open_container("c").unwrap();
+    let db = node_at(&v, "db");
+    v.write(db, 0, b"x").unwrap();
+    v.fsync(db).unwrap(); // copy-up committed
+    let before = store.intent_log_fsyncs();
+    let when = 1_700_000_000_123_456_789;
+    v.write(db, 100, b"logged").unwrap();
+    let times = SetAttr {
+        mtime: Some(when),
+        ctime: Some(when),
+        ..Default::default()
+    };
+    assert_eq!(v.setattr(db, &times).unwrap().mtime, when);
+    v.fsync(db).unwrap();
+    assert_eq!(
+        store.intent_log_fsyncs() - before,
+        1,
+        "the fsync went through the log"
+    );
+    // A user's utimensat to an older mtime (ctime = now) is metadata: the commit path.
+    v.write(db, 200, b"committed").unwrap();
+    let older = SetAttr {
+        mtime: Some(when - 1),
+        ctime: Some(when + 1),
+        ..Default::default()
+    };
+    v.setattr(db, &older).unwrap();
+    v.fsync(db).unwrap();
+    assert_eq!(
+        store.intent_log_fsyncs() - before,
+        1,
+        "that fsync committed"
+    );
+    let after = sim.crash(3);
+    drop((v, store));
+    let store = open(&after, false);
+    let v = store.open_container("c").unwrap();
+    let attr = v.getattr(node_at(&v, "db")).unwrap();
+    assert_eq!((attr.mtime, attr.ctime), (when - 1, when + 1));
+    let data = read_file(&v, "db");
+    assert_eq!(&data[100..106], b"logged");
+    assert_eq!(&data[200..209], b"committed");
+}
+
+/// The time write-back alone, then a crash: replay restores the kernel's mtime.
+#[test]
+fn a_logged_time_write_back_survives_a_crash() {
+    let sim = SimIo::new(SimOptions::default());
+    let store = open(&sim, true);
+    let v = store.open_container("c").unwrap();
+    let db = node_at(&v, "db");
+    v.write(db, 0, b"x").unwrap();
+    v.fsync(db).unwrap();
+    let when = 1_600_000_000_000_000_007;
+    v.write(db, 50, b"data").unwrap();
+    let times = SetAttr {
+        mtime: Some(when),
+        ctime: Some(when),
+        ..Default::default()
+    };
+    v.setattr(db, &times).unwrap();
+    v.fsync(db).unwrap();
+    let after = sim.crash(4);
+    drop((v, store));
+    let store = open(&after, false);
+    let v = store.open_container("c").unwrap();
+    let attr = v.getattr(node_at(&v, "db")).unwrap();
+    assert_eq!((attr.mtime, attr.ctime), (when, when));
+    assert_eq!(&read_file(&v, "db")[50..54], b"data");
+}
