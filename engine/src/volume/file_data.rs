@@ -4,7 +4,8 @@
 //! changes in `write.rs`, flushing in `flush.rs`. Content is canonical: the last block is
 //! stored at the file's length, so equal contents give equal roots.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -39,8 +40,9 @@ pub(crate) struct FileData {
     /// The seq of the newest intent-log record of the file (0: none).
     pub logged: u64,
     /// Blocks changed since the newest record (or since the last flush took the dirty
-    /// generation over): what the next record must carry.
-    pub log_since: BTreeSet<u64>,
+    /// generation over), each with the byte range within it that changed: what the next
+    /// record must carry.
+    pub log_since: BTreeMap<u64, Range<u32>>,
     /// The smallest size since then.
     pub log_min_size: u64,
 }
@@ -57,7 +59,7 @@ impl FileData {
             mtime: None,
             copied_up: false,
             logged: 0,
-            log_since: BTreeSet::new(),
+            log_since: BTreeMap::new(),
             log_min_size: size,
         }
     }
@@ -67,9 +69,17 @@ impl FileData {
         self.inflight.is_none() && !self.has_changes()
     }
 
-    /// Notes a change of block `index` for the next intent-log record.
+    /// Notes a change of all of block `index` for the next intent-log record.
     pub fn changed(&mut self, index: u64) {
-        self.log_since.insert(index);
+        self.log_since.insert(index, 0..u32::MAX);
+    }
+
+    /// Notes a write of bytes `range` of block `index` for the next intent-log record: the
+    /// record carries the span of what was written since the one before (the bytes around it
+    /// are the committed ones, or were in an earlier record).
+    pub fn changed_bytes(&mut self, index: u64, range: Range<u32>) {
+        let span = self.log_since.entry(index).or_insert(range.clone());
+        *span = span.start.min(range.start)..span.end.max(range.end);
     }
 
     /// Changes a flush would take over.

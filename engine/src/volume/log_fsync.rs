@@ -53,7 +53,7 @@ impl Volume {
         let bs = self.block_size() as u64;
         let end = fd.size;
         let mut ranges = Vec::with_capacity(fd.log_since.len());
-        for index in &fd.log_since {
+        for (index, span) in &fd.log_since {
             let start = index * bs;
             // Cut off since (replay truncates to `log_min_size` first), or written over later.
             let Some(block) = fd.dirty.get(index).filter(|_| start < end) else {
@@ -61,10 +61,16 @@ impl Volume {
             };
             let len = (end - start).min(bs);
             match block {
-                DirtyBlock::Data(bytes) => ranges.push(Range::Data {
-                    offset: start,
-                    bytes: bytes[..len as usize].to_vec(),
-                }),
+                // The span written since the previous record (the rest of the block is the
+                // committed bytes, or in an earlier record).
+                DirtyBlock::Data(bytes) => {
+                    let to = (span.end as u64).min(len) as usize;
+                    let from = (span.start as usize).min(to);
+                    ranges.push(Range::Data {
+                        offset: start + from as u64,
+                        bytes: bytes[from..to].to_vec(),
+                    })
+                }
                 DirtyBlock::Id(id) if *id == BlockId::ZERO => {
                     ranges.push(Range::Zero { offset: start, len })
                 }

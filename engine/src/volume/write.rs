@@ -70,7 +70,7 @@ impl Volume {
     /// written in part is patched, its stored bytes not read (see `dirty.rs`).
     fn write_block(&self, fd: &mut FileData, index: u64, at: usize, bytes: &[u8]) -> Result<()> {
         let bs = self.block_bytes();
-        fd.changed(index);
+        fd.changed_bytes(index, at as u32..(at + bytes.len()) as u32);
         let before = fd.dirty.get(&index).map_or(0, |b| b.charge(bs));
         if at == 0 && bytes.len() as u64 == bs {
             fd.dirty
