@@ -143,6 +143,7 @@ impl fuser::Filesystem for TesseraFs {
             kill_set_id: None,
         };
         let times_only = mtime_ns.is_some()
+            && change.ctime.is_some()
             && change
                 == SetAttr {
                     mtime: change.mtime,

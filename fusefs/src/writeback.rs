@@ -90,6 +90,8 @@ impl Writeback {
         let thread = std::thread::Builder::new()
             .name("tessera-writeback".into())
             .spawn(move || {
+                // A failing push is logged when it starts failing, not every second.
+                let mut failing = false;
                 loop {
                     match rx.recv_timeout(INTERVAL) {
                         Ok(Job::Seek {
@@ -103,14 +105,17 @@ impl Writeback {
                             }
                             answer_seek(&thread_volume, node, offset, target, reply);
                         }
-                        Err(RecvTimeoutError::Timeout) => {
-                            if let Err(e) = thread_pusher.push() {
+                        Err(RecvTimeoutError::Timeout) => match thread_pusher.push() {
+                            Err(e) if !failing => {
+                                failing = true;
                                 tracing::warn!(
                                     "pushing cached writes of {}: {e}",
                                     thread_pusher.mountpoint.display()
                                 );
                             }
-                        }
+                            Err(_) => {}
+                            Ok(()) => failing = false,
+                        },
                         Ok(Job::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                     }
                 }
