@@ -242,6 +242,9 @@ impl Daemon {
 /// Runs a daemon for the store at `store_path` until it is told to stop (or, without
 /// `persist`, until its last mount is gone).
 pub fn run(store_path: &Path, options: DaemonOptions) -> Result<()> {
+    // The CLI's hook that ends a command quietly when its reader went away (main.rs) is not
+    // the daemon's: a daemon never exits because some pipe or client closed.
+    drop(std::panic::take_hook());
     let paths = DaemonPaths::for_store(store_path)?;
     paths.create_dir()?;
     // The daemon before this one may still be flushing on its way out (its socket already
