@@ -525,6 +525,10 @@ impl fuser::Filesystem for TesseraFs {
             m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => {
                 Fallocate::PunchHole
             }
+            libc::FALLOC_FL_ZERO_RANGE => Fallocate::ZeroRange { keep_size: false },
+            m if m == libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE => {
+                Fallocate::ZeroRange { keep_size: true }
+            }
             _ => return reply.error(Errno::EOPNOTSUPP),
         };
         reply_empty(

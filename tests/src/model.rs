@@ -116,6 +116,13 @@ pub enum Op {
         offset: u64,
         len: u64,
     },
+    /// `fallocate(ZERO_RANGE)`, with KEEP_SIZE or without (then the size grows to cover it).
+    ZeroRange {
+        path: String,
+        offset: u64,
+        len: u64,
+        keep_size: bool,
+    },
     /// `fallocate(0)`: extends the size to cover the range.
     Allocate {
         path: String,
@@ -224,8 +231,14 @@ pub trait FsUnderTest {
     fn symlink(&mut self, path: &str, target: &str) -> FsResult;
     fn write(&mut self, path: &str, offset: u64, data: &[u8]) -> FsResult;
     fn truncate(&mut self, path: &str, size: u64) -> FsResult;
-    /// `fallocate`: a hole punch (`punch`, keeping the size) or mode 0.
-    fn fallocate(&mut self, path: &str, punch: bool, offset: u64, len: u64) -> FsResult;
+    /// `fallocate` in one of the modes the engine supports.
+    fn fallocate(
+        &mut self,
+        path: &str,
+        mode: tessera::Fallocate,
+        offset: u64,
+        len: u64,
+    ) -> FsResult;
     fn unlink(&mut self, path: &str) -> FsResult;
     fn rmdir(&mut self, path: &str) -> FsResult;
     fn remove_tree(&mut self, path: &str) -> FsResult;
@@ -263,8 +276,23 @@ pub fn apply(fs: &mut dyn FsUnderTest, op: &Op) -> FsResult {
             fill,
         } => fs.write(path, *offset, &fill.bytes(*len)),
         Op::Truncate { path, size } => fs.truncate(path, *size),
-        Op::PunchHole { path, offset, len } => fs.fallocate(path, true, *offset, *len),
-        Op::Allocate { path, offset, len } => fs.fallocate(path, false, *offset, *len),
+        Op::PunchHole { path, offset, len } => {
+            fs.fallocate(path, tessera::Fallocate::PunchHole, *offset, *len)
+        }
+        Op::ZeroRange {
+            path,
+            offset,
+            len,
+            keep_size,
+        } => {
+            let mode = tessera::Fallocate::ZeroRange {
+                keep_size: *keep_size,
+            };
+            fs.fallocate(path, mode, *offset, *len)
+        }
+        Op::Allocate { path, offset, len } => {
+            fs.fallocate(path, tessera::Fallocate::Allocate, *offset, *len)
+        }
         Op::Unlink { path } => fs.unlink(path),
         Op::Rmdir { path } => fs.rmdir(path),
         Op::RemoveTree { path } => fs.remove_tree(path),

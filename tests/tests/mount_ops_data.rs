@@ -99,9 +99,28 @@ fn fallocate_modes() {
         5 * BS / 512,
         "punched blocks are holes"
     );
+    // ZERO_RANGE: whole blocks become holes, parts are zeroed; past the end it grows the
+    // file, unless KEEP_SIZE.
+    let zero = FallocateFlags::ZERO_RANGE;
+    falloc(zero, 8 * BS + 10, 2 * BS).unwrap();
+    want[8 * BS as usize + 10..10 * BS as usize + 10].fill(0);
+    falloc(zero | FallocateFlags::KEEP_SIZE, 11 * BS, 4 * BS).unwrap();
+    want[11 * BS as usize..].fill(0);
+    assert_eq!(
+        file.metadata().unwrap().len(),
+        12 * BS,
+        "KEEP_SIZE keeps the size"
+    );
+    falloc(zero, 11 * BS + 7, 2 * BS).unwrap();
+    want.resize(13 * BS as usize + 7, 0);
+    assert_eq!(
+        file.metadata().unwrap().len(),
+        13 * BS + 7,
+        "ZERO_RANGE grows the file"
+    );
+    file.sync_all().unwrap();
+    assert_eq!(fs::read(m.join("f")).unwrap(), want);
     for mode in [
-        FallocateFlags::ZERO_RANGE,
-        FallocateFlags::ZERO_RANGE | FallocateFlags::KEEP_SIZE,
         FallocateFlags::COLLAPSE_RANGE,
         FallocateFlags::INSERT_RANGE,
         FallocateFlags::PUNCH_HOLE,

@@ -139,6 +139,9 @@ pub enum Fallocate {
     KeepSize,
     /// FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE: the range reads as zeros and stores nothing.
     PunchHole,
+    /// FALLOC_FL_ZERO_RANGE: the range reads as zeros (whole blocks become holes, as a punch
+    /// makes them), and the size grows to cover it unless `keep_size` (FALLOC_FL_KEEP_SIZE).
+    ZeroRange { keep_size: bool },
 }
 
 /// File system figures for `statfs`.

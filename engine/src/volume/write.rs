@@ -226,6 +226,16 @@ impl Volume {
                 fd.mtime = Some(now_ns());
                 Ok(())
             }
+            Fallocate::ZeroRange { keep_size } => {
+                self.ensure_copied_up(&stack, node, &mut fd)?;
+                let inside = end.min(fd.size);
+                self.punch(&mut fd, offset, inside)?;
+                if !keep_size && end > fd.size {
+                    self.resize(&mut fd, end)?;
+                }
+                fd.mtime = Some(now_ns());
+                Ok(())
+            }
         }
     }
 

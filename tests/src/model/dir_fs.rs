@@ -151,12 +151,22 @@ impl FsUnderTest for DirFs {
         check(unsafe { libc::truncate(p.as_ptr(), size as libc::off_t) })
     }
 
-    fn fallocate(&mut self, path: &str, punch: bool, offset: u64, len: u64) -> FsResult {
+    fn fallocate(
+        &mut self,
+        path: &str,
+        mode: tessera::Fallocate,
+        offset: u64,
+        len: u64,
+    ) -> FsResult {
         let file = self.open_write(path)?;
-        let mode = if punch {
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
-        } else {
-            0
+        let mode = match mode {
+            tessera::Fallocate::Allocate => 0,
+            tessera::Fallocate::KeepSize => libc::FALLOC_FL_KEEP_SIZE,
+            tessera::Fallocate::PunchHole => libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            tessera::Fallocate::ZeroRange { keep_size: false } => libc::FALLOC_FL_ZERO_RANGE,
+            tessera::Fallocate::ZeroRange { keep_size: true } => {
+                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE
+            }
         };
         // SAFETY: the descriptor is open for the duration of the call.
         check(unsafe {

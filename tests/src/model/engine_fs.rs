@@ -243,12 +243,13 @@ impl FsUnderTest for EngineFs {
             .map_err(err)
     }
 
-    fn fallocate(&mut self, path: &str, punch: bool, offset: u64, len: u64) -> FsResult {
-        let mode = if punch {
-            tessera::Fallocate::PunchHole
-        } else {
-            tessera::Fallocate::Allocate
-        };
+    fn fallocate(
+        &mut self,
+        path: &str,
+        mode: tessera::Fallocate,
+        offset: u64,
+        len: u64,
+    ) -> FsResult {
         self.with_open_file(path, |v, node| v.fallocate(node, mode, offset, len))
     }
 

@@ -218,6 +218,12 @@ pub fn fs_op() -> BoxedStrategy<Op> {
         8 => write(),
         3 => truncate(),
         2 => range().prop_map(|(path, offset, len)| Op::PunchHole { path, offset, len }),
+        2 => (range(), any::<bool>()).prop_map(|((path, offset, len), keep_size)| Op::ZeroRange {
+            path,
+            offset,
+            len,
+            keep_size
+        }),
         1 => range().prop_map(|(path, offset, len)| Op::Allocate { path, offset, len }),
         3 => path().prop_map(|path| Op::Unlink { path }),
         2 => dir_or_file().prop_map(|path| Op::Rmdir { path }),
