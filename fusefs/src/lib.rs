@@ -102,10 +102,19 @@ impl Mount {
             writeback,
         };
         mounts::raise_read_ahead(mountpoint);
-        if mount.volume.is_writable() {
-            mount.writeback.start(&mount.volume, mountpoint)?;
-        }
+        mount.start_writeback()?;
         Ok(mount)
+    }
+
+    /// Starts the thread that pushes the kernel's cached writes (writable views only).
+    fn start_writeback(&self) -> std::io::Result<()> {
+        match &self.session {
+            Some(session) if self.volume.is_writable() => {
+                self.writeback
+                    .start(&self.volume, &self.mountpoint, session.notifier())
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn mountpoint(&self) -> &Path {
@@ -177,9 +186,7 @@ impl Mount {
         {
             // Busy (or not ours to unmount): keep serving it.
             self.session = Some(session);
-            if self.volume.is_writable()
-                && let Err(e) = self.writeback.start(&self.volume, &self.mountpoint)
-            {
+            if let Err(e) = self.start_writeback() {
                 tracing::warn!("{}: restarting writeback: {e}", self.mountpoint.display());
             }
             return Err(e.into());

@@ -66,11 +66,11 @@ pub(crate) struct VolumeShared {
 }
 
 /// Pushes the changes a kernel holds for a view — a mount's dirty pages (writeback cache,
-/// shared mappings) — to the view, and waits until they are there (a syncfs of the mount).
+/// shared mappings) — to the view (given as the argument), and waits until they are there.
 /// The mount registers it; whatever reads a container as a whole (commit, export, diff,
 /// stats) calls it first, so it sees every write that returned. Called with no lock of the
 /// view held, never from a thread that serves the mount's requests.
-pub type KernelCache = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
+pub type KernelCache = Arc<dyn Fn(&Volume) -> std::io::Result<()> + Send + Sync>;
 
 #[derive(Debug, Clone)]
 enum Target {
@@ -189,7 +189,9 @@ impl Volume {
     pub fn push_kernel_cache(&self) -> Result<()> {
         let cache = self.shared.kernel_cache.lock().unwrap().clone();
         match cache {
-            Some(push) => push().map_err(|e| Error::io("pushing the kernel's cached writes", e)),
+            Some(push) => {
+                push(self).map_err(|e| Error::io("pushing the kernel's cached writes", e))
+            }
             None => Ok(()),
         }
     }
