@@ -51,8 +51,8 @@ impl Pusher {
         if root.metadata()?.dev() != self.dev {
             return Ok(());
         }
-        rustix::fs::syncfs(&root)?;
-        Ok(())
+        drop(root);
+        push_cached_writes(&self.mountpoint)
     }
 
     /// Writes back the kernel's dirty pages of `node` and waits until the volume has them: the
@@ -75,9 +75,25 @@ impl Pusher {
     }
 }
 
-/// Pushes the kernel's cached writes of the mount at `mountpoint` once, now.
+/// Pushes the kernel's cached writes of the mount at `mountpoint` once, now: a syncfs, run in a
+/// child process (`sync -f`). A syncfs waits uninterruptibly for the mount's write-back, which
+/// this process serves: issued from one of its own threads, a kill -9 arriving meanwhile would
+/// leave the daemon unable to exit (that thread waits for requests only the exiting process
+/// could answer) and its /dev/fuse descriptors open, so the mount would hang instead of failing.
+/// A child waiting there is orphaned instead, and ends once the kernel aborts the connection.
 pub(crate) fn push_cached_writes(mountpoint: &Path) -> io::Result<()> {
-    rustix::fs::syncfs(File::open(mountpoint)?)?;
+    let status = std::process::Command::new("sync")
+        .arg("-f")
+        .arg(mountpoint)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!(
+            "sync -f {} failed ({status})",
+            mountpoint.display()
+        )));
+    }
     Ok(())
 }
 
