@@ -3,7 +3,15 @@
 # Idempotent: installs only what is missing. Needs root (or sudo) when something is missing.
 set -euo pipefail
 
-packages=(fuse3 fuse-overlayfs busybox-static sqlite3 attr umoci fio xfsprogs pkg-config python3-minimal)
+# Users who are not root mount through fusermount3, which opens /dev/fuse as the user:
+# distributions make it 0666 (udev); some minimal machines leave it 0600.
+if [ -c /dev/fuse ] && [ "$(id -u)" -eq 0 ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+  chmod 0666 /dev/fuse
+fi
+
+# radosgw and ceph-*: the one-node S3 server of the remote-store tests (scripts/s3-server.sh).
+packages=(fuse3 fuse-overlayfs busybox-static sqlite3 attr acl umoci fio xfsprogs pkg-config python3-minimal chromium podman runc
+  curl radosgw ceph-mon ceph-osd ceph-mgr)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -62,6 +62,9 @@ pub enum Error {
     TooLarge(String),
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// A remote (object store) failed to answer: unreachable, refused, or a server error.
+    #[error("remote: {0}")]
+    Remote(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -92,6 +95,7 @@ impl Error {
             Error::NoAttr(_) => ErrorKind::NoAttr,
             Error::TooLarge(_) => ErrorKind::TooLarge,
             Error::Corrupt(_) => ErrorKind::Corrupt,
+            Error::Remote(_) => ErrorKind::Io,
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 ErrorKind::NoSpace
             }

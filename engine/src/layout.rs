@@ -6,6 +6,9 @@
 //! STORE/meta.redb            metadata database (redb)
 //! STORE/packs/NNNNNNNNNNNN.pack   block packs
 //! STORE/packs/NNNNNNNNNNNN.idx    sorted index of a sealed pack
+//! STORE/remote/URLHASH/HASH.idx  index of a pack of remote URL this store attached
+//!                            (store::remote; URLHASH: 16 hex digits of blake3 of the URL)
+//! STORE/remote/backing       the URL of the remote the store is backed by (a lazy pull)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -44,6 +47,30 @@ impl StoreLayout {
     }
     pub fn index_tmp(&self, id: PackId) -> PathBuf {
         self.packs_dir().join(format!("{:012}.idx.tmp", id.0))
+    }
+
+    /// Where the kept indexes of every remote live.
+    pub fn remotes_dir(&self) -> PathBuf {
+        self.root.join("remote")
+    }
+    /// The URL of the remote a store is backed by (after a lazy pull).
+    pub fn remote_backing(&self) -> PathBuf {
+        self.remotes_dir().join("backing")
+    }
+    pub fn remote_backing_tmp(&self) -> PathBuf {
+        self.remotes_dir().join("backing.tmp")
+    }
+    /// The kept indexes of one remote, named by its URL.
+    pub fn remote_dir(&self, url: &str) -> PathBuf {
+        let hash = blake3::hash(url.as_bytes()).to_hex();
+        self.remotes_dir().join(&hash.as_str()[..16])
+    }
+    /// The kept index of pack `name` (hex blake3 of the pack object) of remote `url`.
+    pub fn remote_index(&self, url: &str, name: &str) -> PathBuf {
+        self.remote_dir(url).join(format!("{name}.idx"))
+    }
+    pub fn remote_index_tmp(&self, url: &str, name: &str) -> PathBuf {
+        self.remote_dir(url).join(format!("{name}.idx.tmp"))
     }
 
     /// Parses a file name of the packs directory: (pack id, is an index).

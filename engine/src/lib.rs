@@ -28,3 +28,4 @@ pub use tree::node::FileKind;
 pub use volume::{Attr, Caller, Fallocate, KernelCache, SeekTarget, SetAttr, Volume, XattrMode};
 pub mod export;
 pub mod import;
+pub mod transfer;

@@ -14,10 +14,20 @@ pub(crate) fn node(ino: INodeNo) -> NodeId {
     NodeId(ino.0)
 }
 
+/// The caller of a request that creates a node, with the umask still to apply when the kernel
+/// left it to us (FUSE_DONT_MASK).
+pub(crate) fn creator(req: &Request, umask: u32, dont_mask: bool) -> Caller {
+    Caller {
+        umask: dont_mask.then_some((umask & 0o777) as u16),
+        ..caller(req)
+    }
+}
+
 pub(crate) fn caller(req: &Request) -> Caller {
     Caller {
         uid: req.uid(),
         gid: req.gid(),
+        umask: None,
     }
 }
 

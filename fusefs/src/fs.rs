@@ -20,7 +20,7 @@ use tessera::{Fallocate, SeekTarget, SetAttr, Volume, XattrMode};
 
 use crate::MountConfig;
 use crate::attr::{self, ATTR_TTL, ENTRY_TTL, NEGATIVE_TTL};
-use crate::convert::{caller, node, ns, reply_empty, reply_sized};
+use crate::convert::{caller, creator, node, ns, reply_empty, reply_sized};
 use crate::errno::errno;
 use crate::writeback::Writeback;
 use crate::{dir_reply, set_id};
@@ -29,6 +29,8 @@ pub struct TesseraFs {
     volume: Volume,
     config: MountConfig,
     writeback: Arc<Writeback>,
+    /// The kernel leaves the umask to us (FUSE_DONT_MASK): a default ACL replaces it.
+    dont_mask: bool,
 }
 
 pub(crate) const GENERATION: Generation = Generation(0);
@@ -39,6 +41,7 @@ impl TesseraFs {
             volume,
             config,
             writeback,
+            dont_mask: false,
         }
     }
 
@@ -74,13 +77,18 @@ impl fuser::Filesystem for TesseraFs {
             | InitFlags::FUSE_MAX_PAGES
             // The volume drops set-ID bits itself (see `set_id`), which spares the kernel a
             // GETATTR before every chown (a third of the requests of `chown -R`).
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            // The kernel checks access against POSIX ACLs (stored as xattrs); the volume keeps
+            // them and the mode in step and applies default ACLs, or else the umask.
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK;
         if self.config.share_memory {
             wanted |= InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
         } else if self.config.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
         let supported = config.capabilities() & wanted;
+        self.dont_mask = supported.contains(InitFlags::FUSE_DONT_MASK);
         if let Err(missing) = config.add_capabilities(supported) {
             tracing::warn!("kernel refused FUSE capabilities {missing:?}");
         }
@@ -176,7 +184,7 @@ impl fuser::Filesystem for TesseraFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -185,7 +193,7 @@ impl fuser::Filesystem for TesseraFs {
             name.as_bytes(),
             mode,
             rdev as u64,
-            caller(req),
+            creator(req, umask, self.dont_mask),
         );
         self.reply_entry(result, reply);
     }
@@ -196,13 +204,16 @@ impl fuser::Filesystem for TesseraFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let perm = (mode & 0o7777) as u16;
-        let result = self
-            .volume
-            .mkdir(node(parent), name.as_bytes(), perm, caller(req));
+        let result = self.volume.mkdir(
+            node(parent),
+            name.as_bytes(),
+            perm,
+            creator(req, umask, self.dont_mask),
+        );
         self.reply_entry(result, reply);
     }
 
@@ -488,14 +499,19 @@ impl fuser::Filesystem for TesseraFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
         let perm = (mode & 0o7777) as u16;
         let created = self
             .volume
-            .create(node(parent), name.as_bytes(), perm, caller(req))
+            .create(
+                node(parent),
+                name.as_bytes(),
+                perm,
+                creator(req, umask, self.dont_mask),
+            )
             .and_then(|attr| Ok((self.volume.open(attr.node, false)?, attr)));
         match created {
             Ok((fh, attr)) => reply.created(

@@ -5,13 +5,15 @@
 //!
 //! Mount options as root: `suid,dev` (images hold setuid binaries and device nodes),
 //! `default_permissions` (the kernel checks modes), `allow_other` (non-root users in the
-//! container can use it).
+//! container can use it). Any other user mounts through fusermount3 ([`fusermount`]): nosuid,
+//! nodev, and `allow_other` only when asked (fusermount3 then checks /etc/fuse.conf).
 
 pub mod attr;
 mod convert;
 mod dir_reply;
 pub mod errno;
 mod fs;
+mod fusermount;
 pub mod mounts;
 mod set_id;
 mod writeback;
@@ -90,11 +92,23 @@ impl Mount {
             SessionACL::Owner
         };
         fuse_config.n_threads = Some(config.threads.max(1));
-        fuse_config.clone_fd = config.threads > 1;
+        let root = rustix::process::geteuid().is_root();
+        // A cloned descriptor is a new open of /dev/fuse, which only root may do everywhere.
+        fuse_config.clone_fd = config.threads > 1 && root;
         volume.set_cache_reads(config.share_memory);
         let writeback = Writeback::idle();
+        let writable = volume.is_writable();
+        let fsname = config.fsname.clone();
+        let allow_other = config.allow_other;
         let filesystem = fs::TesseraFs::new(volume.clone(), config, writeback.clone());
-        let session = fuser::Session::new(filesystem, mountpoint, &fuse_config)?.spawn()?;
+        let session = if root {
+            fuser::Session::new(filesystem, mountpoint, &fuse_config)?
+        } else {
+            let options = fusermount::options(&fsname, writable, allow_other);
+            let fd = fusermount::mount(mountpoint, &options)?;
+            fuser::Session::from_fd(filesystem, fd, fuse_config.acl, fuse_config)?
+        }
+        .spawn()?;
         let mount = Mount {
             session: Some(session),
             mountpoint: mountpoint.to_path_buf(),
@@ -164,7 +178,7 @@ impl Mount {
             }
             let flushed = self.volume.sync();
             mounts::abort_connection(&self.mountpoint);
-            let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
+            let _ = mounts::unmount(&self.mountpoint, true);
             if let Some(session) = self.session.take() {
                 session.join()?;
             }
@@ -180,16 +194,13 @@ impl Mount {
         // No descriptor of the mount may be open while it unmounts. (The unmount itself
         // writes back what the kernel holds before it ends the session.)
         self.writeback.stop(&self.volume);
-        if let Err(e) =
-            rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::empty())
-            && e != rustix::io::Errno::INVAL
-        {
+        if let Err(e) = mounts::unmount(&self.mountpoint, false) {
             // Busy (or not ours to unmount): keep serving it.
             self.session = Some(session);
             if let Err(e) = self.start_writeback() {
                 tracing::warn!("{}: restarting writeback: {e}", self.mountpoint.display());
             }
-            return Err(e.into());
+            return Err(e);
         }
         match session.join() {
             Ok(()) => {}
@@ -218,7 +229,7 @@ impl Drop for Mount {
                 "unmounting {}: {e}; detaching it",
                 self.mountpoint.display()
             );
-            let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
+            let _ = mounts::unmount(&self.mountpoint, true);
             if let Some(session) = self.session.take() {
                 drop(session);
             }

@@ -78,6 +78,24 @@ pub fn is_stale(path: &Path) -> bool {
     }
 }
 
+/// Unmounts `path` — with umount(2) as root, through `fusermount3 -u` otherwise — refusing
+/// (EBUSY) while files on it are open, unless `detach` (lazy: gone once the last is closed).
+/// A path that is not mounted is not an error.
+pub fn unmount(path: &Path, detach: bool) -> io::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return crate::fusermount::unmount(path, detach);
+    }
+    let flags = if detach {
+        rustix::mount::UnmountFlags::DETACH
+    } else {
+        rustix::mount::UnmountFlags::empty()
+    };
+    match rustix::mount::unmount(path, flags) {
+        Ok(()) | Err(rustix::io::Errno::INVAL) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Detaches a stale tessera mount at `path`, so a new one can take its place. A live mount is
 /// left alone (mounting over it then fails with a clear error).
 pub fn clear_stale(path: &Path) -> io::Result<()> {
@@ -85,7 +103,7 @@ pub fn clear_stale(path: &Path) -> io::Result<()> {
     let mounted = list()?.into_iter().any(|m| m.mountpoint == canonical);
     if mounted && is_stale(&canonical) {
         tracing::warn!("clearing stale mount {}", canonical.display());
-        rustix::mount::unmount(&canonical, rustix::mount::UnmountFlags::DETACH)?;
+        unmount(&canonical, true)?;
     } else if mounted {
         return Err(io::Error::new(
             io::ErrorKind::AlreadyExists,

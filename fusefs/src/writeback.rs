@@ -70,7 +70,7 @@ impl Pusher {
     /// does not wait for FUSE pages, so a write still in flight when it returns can miss the
     /// commit or export that asked (invalidating, as a seek does, never ends while another
     /// thread keeps appending to the file; see issue 9's note).
-    fn push_all(&self, _volume: &Volume) -> io::Result<()> {
+    fn push_all(&self) -> io::Result<()> {
         self.start()
     }
 }
@@ -165,7 +165,8 @@ impl Writeback {
                     }
                 }
             })?;
-        let hook: KernelCache = Arc::new(move |volume: &Volume| pusher.push_all(volume));
+        // The hook is handed the view it pushes to; the mount's pusher knows it already.
+        let hook: KernelCache = Arc::new(move |_: &Volume| pusher.push_all());
         volume.set_kernel_cache(Some(hook));
         *self.jobs.lock().unwrap() = Some(tx);
         *self.thread.lock().unwrap() = Some(thread);

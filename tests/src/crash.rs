@@ -1,16 +1,24 @@
 //! Shared by the crash tests (`tests/tests/crash_*.rs`): stores on a simulated disk, whole-view
 //! snapshots to compare after a crash, pack accounting checks, the trees imported as images,
-//! and seed selection (`TESSERA_CRASH_SEED=n` replays one seed, `TESSERA_CRASH_SEEDS=n` runs n).
+//! seed selection (`TESSERA_CRASH_SEED=n` replays one seed, `TESSERA_CRASH_SEEDS=n` runs n),
+//! and cutting one operation short anywhere in its I/O (`crash_everywhere`: a dry run counts
+//! the operation's mutating calls, then each cut point fails every call from there on;
+//! `TESSERA_CRASH_CUTS=n` tries n cut points per operation, `TESSERA_CRASH_CUT=k` replays one:
+//! run the failing test alone).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use tessera::io::{OpenMode, SimIo, StorageIo};
+use tessera::io::{OpenMode, SimIo, SimOptions, StorageIo};
+use tessera::maintenance::FsckOptions;
 use tessera::volume::Volume;
-use tessera::{FileKind, NodeId, Store, StoreOptions};
+use tessera::{Caller, FileKind, NodeId, Store, StoreOptions};
 
 use crate::bytes;
+
+/// The model the random crash test checks against.
+pub mod model;
 
 pub const STORE: &str = "/sim/store";
 pub const CONTAINER: &str = "c";
@@ -233,4 +241,209 @@ pub enum Point {
     Commit,
     /// gc rewriting every pack that holds garbage (it syncs first, so it is a sync too).
     Reclaim,
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|s| s.parse().ok())
+}
+
+/// Cut points for an operation of `calls` mutating I/O calls, from 0 (its first call fails)
+/// to `calls` (none does): all of them when they are at most `TESSERA_CRASH_CUTS` (default
+/// `default`), else that many drawn uniformly from the whole range, both ends included.
+/// `TESSERA_CRASH_CUT=k` gives just k.
+pub fn cut_points(calls: u64, default: u64, seed: u64) -> Vec<u64> {
+    if let Some(cut) = env_u64("TESSERA_CRASH_CUT") {
+        return vec![cut];
+    }
+    let n = env_u64("TESSERA_CRASH_CUTS").unwrap_or(default).max(2);
+    if calls < n {
+        return (0..=calls).collect();
+    }
+    let mut rng = Rng(seed);
+    let mut cuts = BTreeSet::from([0, calls]);
+    while (cuts.len() as u64) < n {
+        cuts.insert(rng.below(calls + 1));
+    }
+    cuts.into_iter().collect()
+}
+
+/// How one run of an operation was cut short.
+#[derive(Debug, Clone, Copy)]
+pub struct Cut {
+    /// Calls that succeeded before the injected failures began...
+    pub at: u64,
+    /// ...of the calls the dry run counted.
+    pub calls: u64,
+    /// Whether the operation reported success.
+    pub ok: bool,
+    /// Calls that failed by injection: none means the operation ran whole.
+    pub failed: u64,
+}
+
+/// Crashes `op` at cut points over all of its mutating I/O calls. A dry run of `setup` then
+/// `op` on a sound disk counts op's calls; then for each cut point (`cut_points`) a fresh
+/// disk is set up, every call from the cut on fails, `op` runs, the power is cut (a random
+/// subset of unsynced writes survives), what `setup` made is dropped on the dead disk, and
+/// `check` judges the disk that came back. Panics naming the cut when a check fails. Returns
+/// what was run.
+pub fn crash_everywhere<S>(
+    what: &str,
+    setup: impl Fn(&Arc<SimIo>) -> S,
+    op: impl Fn(&S) -> bool,
+    check: impl Fn(&Arc<SimIo>, &Cut) -> Result<(), String>,
+) -> Tally {
+    let sim = SimIo::new(SimOptions::default());
+    let state = setup(&sim);
+    let before = sim.mutating_calls();
+    assert!(op(&state), "{what}: the dry run failed");
+    let calls = sim.mutating_calls() - before;
+    drop(state);
+    let mut tally = Tally {
+        calls,
+        ..Tally::default()
+    };
+    for at in cut_points(calls, 40, calls) {
+        let sim = SimIo::new(SimOptions::default());
+        let state = setup(&sim);
+        sim.fail_after(at as i64);
+        let ok = op(&state);
+        let failed = sim.injected_failures();
+        let cut = Cut {
+            at,
+            calls,
+            ok,
+            failed,
+        };
+        let after = sim.crash(at);
+        drop(state);
+        tally.cuts += 1;
+        tally.succeeded += ok as u64;
+        check(&after, &cut)
+            .unwrap_or_else(|e| panic!("{what}, {cut:?} (replay: TESSERA_CRASH_CUT={at}): {e}"));
+    }
+    tally
+}
+
+/// What `crash_everywhere` ran: the operation's mutating calls, the cuts tried, and at how
+/// many of them the operation still reported success.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub calls: u64,
+    pub cuts: u64,
+    pub succeeded: u64,
+}
+
+/// What a crash may leave of each image and container: the trees it may show, `None` for
+/// gone. Whatever is not listed must not be there.
+#[derive(Clone, Default)]
+pub struct Allowed {
+    pub images: BTreeMap<String, Vec<Option<Tree>>>,
+    pub containers: BTreeMap<String, Vec<Option<Tree>>>,
+}
+
+impl Allowed {
+    pub fn image(mut self, name: &str, may_be: impl IntoIterator<Item = Option<Tree>>) -> Self {
+        self.images
+            .insert(name.into(), may_be.into_iter().collect());
+        self
+    }
+
+    pub fn container(mut self, name: &str, may_be: impl IntoIterator<Item = Option<Tree>>) -> Self {
+        self.containers
+            .insert(name.into(), may_be.into_iter().collect());
+        self
+    }
+
+    /// Reopens the store on the disk a crash left (recovery) and checks it: fsck finds
+    /// nothing (every stored block verified), every pack byte is accounted for, each image and
+    /// container shows a tree it may, and `more` holds. Then the store must keep working: a
+    /// new container's fsync'd file survives another crash.
+    pub fn check(
+        &self,
+        sim: &Arc<SimIo>,
+        block_size: u32,
+        more: impl FnOnce(&Store) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let open = |sim: &Arc<SimIo>| Store::open(STORE, options(sim, block_size));
+        let store = open(sim).map_err(|e| format!("reopen after the crash: {e}"))?;
+        let verify = FsckOptions { verify_data: true };
+        let report = store.fsck(&verify).map_err(|e| format!("fsck: {e}"))?;
+        if !report.is_clean() {
+            return Err(format!("fsck: {}", report.problems.join("; ")));
+        }
+        check_packs(sim, &store)?;
+        let images = store.images().map_err(|e| e.to_string())?;
+        let names = images.into_iter().map(|i| i.name);
+        compare("image", &self.images, names, |n| image_tree(&store, n))?;
+        let containers = store.containers().map_err(|e| e.to_string())?;
+        let names = containers.into_iter().map(|c| c.name);
+        compare("container", &self.containers, names, |name| {
+            tree_of(&store.open_container(name).map_err(|e| e.to_string())?)
+        })?;
+        more(&store)?;
+        still_works(sim, store, open)
+    }
+}
+
+/// Each object is there with a tree it may show, or gone where it may be.
+fn compare(
+    kind: &str,
+    allowed: &BTreeMap<String, Vec<Option<Tree>>>,
+    present: impl Iterator<Item = String>,
+    tree: impl Fn(&str) -> Result<Tree, String>,
+) -> Result<(), String> {
+    let present: BTreeSet<String> = present.collect();
+    if let Some(extra) = present.iter().find(|n| !allowed.contains_key(*n)) {
+        return Err(format!("unexpected {kind} {extra}"));
+    }
+    for (name, may_be) in allowed {
+        let found = match present.contains(name) {
+            true => Some(tree(name).map_err(|e| format!("{kind} {name}: {e}"))?),
+            false => None,
+        };
+        if may_be.contains(&found) {
+            continue;
+        }
+        let Some(found) = found else {
+            return Err(format!("{kind} {name} is lost"));
+        };
+        let report: Vec<String> = may_be
+            .iter()
+            .flatten()
+            .map(|want| diff(want, &found))
+            .collect();
+        return Err(format!(
+            "{kind} {name} shows a tree no point allows:\n{}",
+            report.join("\n or\n")
+        ));
+    }
+    Ok(())
+}
+
+/// The recovered store takes a new container and an fsync'd file that survives a crash.
+fn still_works(
+    sim: &Arc<SimIo>,
+    store: Store,
+    open: impl Fn(&Arc<SimIo>) -> tessera::Result<Store>,
+) -> Result<(), String> {
+    let data = bytes(99, 20_000);
+    let write = || -> tessera::Result<()> {
+        store.create_empty_image("after-crash")?;
+        store.create_container("after-crash", "after-crash")?;
+        let v = store.open_container("after-crash")?;
+        let f = v.create(v.root(), b"f", 0o644, Caller::ROOT)?.node;
+        v.write(f, 0, &data)?;
+        v.fsync(f)
+    };
+    write().map_err(|e| format!("the recovered store fails: {e}"))?;
+    let again = sim.crash(1);
+    drop(store);
+    let store = open(&again).map_err(|e| format!("reopen after a second crash: {e}"))?;
+    let v = store
+        .open_container("after-crash")
+        .map_err(|e| format!("after a second crash: {e}"))?;
+    match read_all(&v, "f") {
+        Ok(Entry::File(got)) if got == data => Ok(()),
+        other => Err(format!("an fsync after recovery was lost: {other:?}")),
+    }
 }

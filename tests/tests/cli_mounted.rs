@@ -446,3 +446,90 @@ fn the_daemon_reclaims_what_a_container_deleted() {
     let text = cli.ok(&["daemon", "status"]);
     assert!(text.contains("reclaim: "), "{text}");
 }
+
+/// Every file and directory of a store is its owner's alone whatever the umask (the packs
+/// hold every container's data); the daemon's socket and log too, so another user can
+/// neither read a block nor drive the daemon; `fsck` reports a store file others could read.
+#[test]
+fn the_store_and_the_daemon_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !can_mount() {
+        return;
+    }
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    // The commands below inherit it; files and directories made by `create_dir_all` and the
+    // like would be 0666 and 0777.
+    let old_umask = rustix::process::umask(rustix::fs::Mode::empty());
+    let cli = Cli::new(&["c1"]);
+    let m1 = cli.mountpoint("m1");
+    cli.mount("c1", &m1);
+    std::fs::write(m1.join("new"), bytes(9, 300 << 10)).unwrap();
+    cli.ok(&["commit", "c1", "--name", "img2"]);
+    rustix::process::umask(old_umask);
+    let mut seen = 0;
+    let mut dirs = vec![cli.store.clone()];
+    while let Some(dir) = dirs.pop() {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(
+        seen >= 6,
+        "{seen} files (packs, indexes, metadata, log, lock, header)"
+    );
+    let log = cli.daemon_log().unwrap();
+    let socket = log.with_extension("sock");
+    assert_eq!(mode(log.parent().unwrap()), 0o700);
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(&log), 0o600);
+    // As another user: no byte of the store, no connection to the daemon.
+    let as_nobody = |program: &str, args: &[&str]| {
+        let out = Command::new(program)
+            .args(args)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{program} {args:?} as nobody: {out:?}"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let header = cli.store.join("tessera-store");
+    let err = as_nobody("cat", &[header.to_str().unwrap()]);
+    assert!(err.contains("Permission denied"), "{err}");
+    let connect = format!(
+        "import socket; socket.socket(socket.AF_UNIX).connect({:?})",
+        socket.to_str().unwrap()
+    );
+    let err = as_nobody("python3", &["-c", &connect]);
+    assert!(err.contains("PermissionError"), "{err}");
+    cli.ok(&["umount", m1.to_str().unwrap()]);
+    // fsck finds a pack others could read (a store copied with the wrong umask, say).
+    let pack = std::fs::read_dir(cli.store.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "pack"))
+        .unwrap();
+    std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cli.run(&["fsck"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(pack.file_name().unwrap().to_str().unwrap())
+            && text.contains("lets other users in"),
+        "{text}"
+    );
+    std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o600)).unwrap();
+    cli.ok(&["fsck"]);
+}

@@ -7,13 +7,15 @@
 //! it can, fsyncdir, sync, commit, and gc reclaiming every pack with garbage), and models what each point made
 //! durable: `fsync(node)` covers that node's data, `Store::sync` and commit cover every node's,
 //! and each point commits the whole namespace. The disk then crashes, between two operations or
-//! inside a durability point cut short by an injected I/O error. The reopened store must show
+//! inside a durability point cut short by an injected I/O error — at a call drawn uniformly
+//! from all of the point's mutating I/O calls, which a dry run counts first (the round replayed
+//! on a second disk: the same crashed disk, model and generator). The reopened store must show
 //! exactly a state the model allows, keep every committed image intact, read every file without
 //! error (no dangling block or page reference), hold no pack bytes beyond what its metadata
 //! records, and keep working: each seed crashes the same disk four times. Failures print a
 //! seed: `TESSERA_CRASH_SEED=n` replays it, `TESSERA_CRASH_SEEDS=n` runs n seeds.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,100 +24,8 @@ use tessera::io::{SimIo, SimOptions};
 use tessera::volume::Volume;
 use tessera::{Caller, NodeId, RenameFlags, SetAttr, Store};
 use tessera_tests::bytes;
+use tessera_tests::crash::model::{Model, Outcome};
 use tessera_tests::crash::*;
-
-/// A container's namespace and contents at one moment. Hard links share a model node.
-#[derive(Clone, Default)]
-struct State {
-    dirs: BTreeSet<String>,
-    files: BTreeMap<String, u64>,
-    data: HashMap<u64, Vec<u8>>,
-}
-
-impl State {
-    fn tree(&self) -> Tree {
-        let mut tree: Tree = self.dirs.iter().map(|d| (d.clone(), Entry::Dir)).collect();
-        for (path, node) in &self.files {
-            tree.insert(path.clone(), Entry::File(self.data[node].clone()));
-        }
-        tree
-    }
-}
-
-/// A state a crash may leave behind: the container's view and every image.
-#[derive(Clone)]
-struct Outcome {
-    state: State,
-    images: BTreeMap<String, Tree>,
-}
-
-/// What the view shows, each node's data as of its last flush, and what is durable.
-#[derive(Clone)]
-struct Model {
-    live: State,
-    flushed: HashMap<u64, Vec<u8>>,
-    durable: Outcome,
-    next_node: u64,
-}
-
-impl Model {
-    fn new(base: &Tree) -> Model {
-        let mut live = State::default();
-        for (path, entry) in base {
-            match entry {
-                Entry::Dir => {
-                    live.dirs.insert(path.clone());
-                }
-                Entry::File(data) => {
-                    let node = live.files.len() as u64;
-                    live.files.insert(path.clone(), node);
-                    live.data.insert(node, data.clone());
-                }
-            }
-        }
-        let images = BTreeMap::from([("base".to_string(), base.clone())]);
-        Model {
-            flushed: live.data.clone(),
-            next_node: live.files.len() as u64,
-            durable: Outcome {
-                state: live.clone(),
-                images,
-            },
-            live,
-        }
-    }
-
-    /// Forgets nodes that lost their last name.
-    fn drop_unnamed(&mut self) {
-        let named: BTreeSet<u64> = self.live.files.values().copied().collect();
-        self.live.data.retain(|n, _| named.contains(n));
-        self.flushed.retain(|n, _| named.contains(n));
-    }
-
-    /// A durability point's effect: what it flushes, then one metadata commit of everything.
-    fn apply(&mut self, point: Point, file: Option<&str>, image: &str) {
-        match point {
-            Point::Fsync => {
-                let node = self.live.files[file.expect("a file")];
-                self.flushed.insert(node, self.live.data[&node].clone());
-            }
-            Point::Fsyncdir => {}
-            Point::Sync | Point::Commit | Point::Reclaim => self.flushed = self.live.data.clone(),
-        }
-        let mut state = self.live.clone();
-        state.data = state
-            .files
-            .values()
-            .map(|n| (*n, self.flushed[n].clone()))
-            .collect();
-        self.durable.state = state;
-        if let Point::Commit = point {
-            self.durable
-                .images
-                .insert(image.to_string(), self.live.tree());
-        }
-    }
-}
 
 /// One seed's run: a store on a simulated disk, its container open, and the model.
 struct Run {
@@ -127,6 +37,16 @@ struct Run {
     vol: Option<Volume>,
     model: Model,
     log: Vec<String>,
+    /// The disk the store was last opened from: none (a fresh store), or the dead disk before
+    /// the last crash and that crash's seed (crashing it again gives the same disk).
+    origin: Option<(Arc<SimIo>, u64)>,
+}
+
+/// Where a round began: enough to replay it on another disk.
+struct RoundStart {
+    rng: u64,
+    model: Model,
+    origin: Option<(Arc<SimIo>, u64)>,
 }
 
 impl Run {
@@ -152,7 +72,64 @@ impl Run {
             vol,
             model,
             log,
+            origin: None,
         }
+    }
+
+    fn round_start(&self) -> RoundStart {
+        RoundStart {
+            rng: self.rng.0,
+            model: self.model.clone(),
+            origin: self.origin.clone(),
+        }
+    }
+
+    /// A round's operations; whether it ends in a durability point cut short.
+    fn operations(&mut self) -> bool {
+        for _ in 0..5 + self.rng.below(40) {
+            self.step();
+        }
+        self.rng.below(3) == 0
+    }
+
+    /// The dry run of a round that ends cut short: replays it from `start` on another disk
+    /// and counts the mutating I/O calls of its last durability point, run whole.
+    fn count_cut_point(&self, start: &RoundStart, src: &Path, base: &Tree) -> u64 {
+        let mut twin = match &start.origin {
+            None => Run::start(self.seed, src, base),
+            Some((dead, crash_seed)) => {
+                let mut twin = Run {
+                    seed: self.seed,
+                    rng: Rng(start.rng),
+                    block_size: self.block_size,
+                    sim: dead.crash(*crash_seed),
+                    store: None,
+                    vol: None,
+                    model: start.model.clone(),
+                    log: Vec::new(),
+                    origin: None,
+                };
+                twin.reopen_after_crash().unwrap_or_else(|e| self.fail(e));
+                twin
+            }
+        };
+        (twin.rng, twin.model) = (Rng(start.rng), start.model.clone());
+        assert!(twin.operations(), "seed {}: the replay diverged", self.seed);
+        let (point, file) = twin.random_point();
+        let before = twin.sim.mutating_calls();
+        let done = twin.durability_point(point, file.as_deref());
+        twin.ok("the dry run", done);
+        twin.sim.mutating_calls() - before
+    }
+
+    /// Opens the store and the container on the disk a crash left.
+    fn reopen_after_crash(&mut self) -> Result<(), String> {
+        let store = Store::open(STORE, options(&self.sim, self.block_size));
+        let store = store.map_err(|e| format!("reopen after the crash: {e}"))?;
+        let vol = store.open_container(CONTAINER);
+        let vol = vol.map_err(|e| format!("open container: {e}"))?;
+        (self.store, self.vol) = (Some(store), Some(vol));
+        Ok(())
     }
 
     fn fail(&self, what: String) -> ! {
@@ -231,13 +208,18 @@ impl Run {
         } else {
             bytes(self.rng.next_u64(), len)
         };
+        self.write_at(&path, offset, &data);
+    }
+
+    fn write_at(&mut self, path: &str, offset: usize, data: &[u8]) {
+        let (node, len) = (self.model.live.files[path], data.len());
         self.log
             .push(format!("write {path} at {offset}, {len} bytes"));
-        let written = self.vol().write(self.node(&path), offset as u64, &data);
+        let written = self.vol().write(self.node(path), offset as u64, data);
         assert_eq!(self.ok("write", written), len);
         let buf = self.model.live.data.get_mut(&node).expect("live");
         buf.resize(buf.len().max(offset + len), 0);
-        buf[offset..offset + len].copy_from_slice(&data);
+        buf[offset..offset + len].copy_from_slice(data);
     }
 
     fn truncate(&mut self) {
@@ -413,20 +395,27 @@ impl Run {
         }
     }
 
-    /// A durability point cut short by an injected I/O error. Returns the states the disk may
-    /// come back as: before the point, after it, and for sync and commit the flush alone.
-    fn cut_short(&mut self) -> Vec<Outcome> {
+    /// A durability point cut short by an injected I/O error at one of its `calls` mutating
+    /// calls (or none). Returns the states the disk may come back as: before the point, after
+    /// it, and for sync and commit the flush alone.
+    fn cut_short(&mut self, calls: u64) -> Vec<Outcome> {
         let (point, file) = self.random_point();
         let before = self.model.durable.clone();
         let mut after = self.model.clone();
         after.apply(point, file.as_deref(), &self.next_image());
         let mut flushed = self.model.clone();
         flushed.apply(Point::Sync, None, "");
-        let budget = self.rng.below(24) as i64;
+        let budget = self.rng.below(calls + 1) as i64;
         self.sim.fail_after(budget);
         let done = self.durability_point(point, file.as_deref());
-        self.log
-            .push(format!("  (failing after {budget} writes: {done:?})"));
+        self.log.push(format!(
+            "  (failing after {budget} of {calls} calls: {done:?})"
+        ));
+        if (self.sim.injected_failures() > 0) != (budget < calls as i64) {
+            self.fail(format!(
+                "the dry run counted {calls} calls: it was not faithful"
+            ));
+        }
         match (done, point) {
             (Ok(()), _) => vec![self.model.durable.clone()],
             (Err(_), Point::Sync | Point::Commit | Point::Reclaim) => {
@@ -438,20 +427,24 @@ impl Run {
 
     /// Cuts the power, reopens, and checks the disk came back as one of `candidates`.
     fn crash_and_check(&mut self, candidates: Vec<Outcome>) {
+        self.check_crash(candidates)
+            .unwrap_or_else(|e| self.fail(e));
+    }
+
+    fn check_crash(&mut self, candidates: Vec<Outcome>) -> Result<(), String> {
         let crash_seed = self.rng.next_u64();
         self.log.push(format!("crash (seed {crash_seed})"));
         let after = self.sim.crash(crash_seed);
         drop((self.vol.take(), self.store.take()));
-        self.sim = after;
-        let store = Store::open(STORE, options(&self.sim, self.block_size));
-        let store = self.ok("reopen after the crash", store);
-        check_packs(&self.sim, &store).unwrap_or_else(|e| self.fail(e));
-        let vol = self.ok("open container", store.open_container(CONTAINER));
-        let tree = tree_of(&vol).unwrap_or_else(|e| self.fail(e));
+        self.origin = Some((std::mem::replace(&mut self.sim, after), crash_seed));
+        self.reopen_after_crash()?;
+        let (store, vol) = (self.store.clone().expect("open"), self.vol());
+        check_packs(&self.sim, &store)?;
+        let tree = tree_of(&vol)?;
         let mut images = BTreeMap::new();
-        for image in self.ok("listing images", store.images()) {
+        for image in store.images().map_err(|e| format!("listing images: {e}"))? {
             let read = image_tree(&store, &image.name);
-            images.insert(image.name, read.unwrap_or_else(|e| self.fail(e)));
+            images.insert(image.name, read?);
         }
         let found = candidates
             .iter()
@@ -465,7 +458,7 @@ impl Run {
                     report += &format!("\n image {name}:\n{}", diff(want, &got));
                 }
             }
-            self.fail(format!(
+            return Err(format!(
                 "the crash left a state no durability point allows:{report}"
             ));
         };
@@ -474,7 +467,7 @@ impl Run {
         self.model.live = outcome.state.clone();
         self.model.flushed = outcome.state.data.clone();
         self.model.durable = outcome;
-        (self.store, self.vol) = (Some(store), Some(vol));
+        Ok(())
     }
 }
 
@@ -483,15 +476,17 @@ fn random_operations_survive_crashes() {
     let base = base_tree();
     let tmp = tempfile::tempdir().unwrap();
     write_tree(&tmp.path().join("base"), &base);
+    let src = tmp.path().join("base");
     for seed in seeds(40) {
-        let mut run = Run::start(seed, &tmp.path().join("base"), &base);
+        let mut run = Run::start(seed, &src, &base);
         for _round in 0..3 {
-            for _ in 0..5 + run.rng.below(40) {
-                run.step();
-            }
-            let candidates = match run.rng.below(3) {
-                0 => run.cut_short(),
-                _ => vec![run.model.durable.clone()],
+            let start = run.round_start();
+            let candidates = match run.operations() {
+                true => {
+                    let calls = run.count_cut_point(&start, &src, &base);
+                    run.cut_short(calls)
+                }
+                false => vec![run.model.durable.clone()],
             };
             run.crash_and_check(candidates);
         }
@@ -502,5 +497,36 @@ fn random_operations_survive_crashes() {
         let synced = run.durability_point(Point::Sync, None);
         run.ok("final sync", synced);
         run.crash_and_check(vec![run.model.durable.clone()]);
+    }
+}
+
+/// The check above is shown a store on a disk that skips one kind of sync (the intent log's,
+/// the packs', the metadata database's) after a sync and an fsync through the log that both
+/// returned: it must report the loss, and accept the same run on a sound disk.
+#[test]
+fn the_crash_check_catches_a_disk_that_skips_syncs() {
+    let base = base_tree();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("base");
+    write_tree(&src, &base);
+    for broken in [None, Some("intent.log"), Some(".pack"), Some("meta.redb")] {
+        let mut run = Run::start(0, &src, &base);
+        run.sim.ignore_syncs_of(broken);
+        run.write_at("usr/lib/big.bin", 1000, &bytes(31, 100_000));
+        run.write_at("etc/hostname", 0, &bytes(32, 20_000));
+        let synced = run.durability_point(Point::Sync, None);
+        run.ok("sync", synced);
+        run.write_at("etc/hostname", 5000, &bytes(33, 50_000));
+        let logged = run.store.as_ref().expect("open").intent_log_fsyncs();
+        let fsynced = run.durability_point(Point::Fsync, Some("etc/hostname"));
+        run.ok("fsync", fsynced);
+        let store = run.store.as_ref().expect("open");
+        assert_eq!(store.intent_log_fsyncs(), logged + 1, "not through the log");
+        let verdict = run.check_crash(vec![run.model.durable.clone()]);
+        eprintln!("skipping syncs of {broken:?}: {verdict:?}");
+        match broken {
+            None => verdict.unwrap_or_else(|e| run.fail(e)),
+            Some(suffix) => assert!(verdict.is_err(), "skipped syncs of {suffix} went unseen"),
+        }
     }
 }

@@ -187,12 +187,13 @@ fn invariant_8_open_unlinked_files_survive() {
     data.resize(110_000, 0);
     data[90_000..].copy_from_slice(&bytes(2, 20_000));
     v.fsync(f).unwrap();
-    v.write(f, 0, b"dirty, never flushed").unwrap();
-    data[..20].copy_from_slice(b"dirty, never flushed");
 
     // gc runs with garbage in the orphan's pack: the orphan's blocks, flushed or not, stay.
+    // (A full sync stores the new file's blocks; its fsync would only log them.)
     write_file(&v, "garbage", &bytes(3, 200_000));
-    v.fsync(node_at(&v, "garbage")).unwrap();
+    store.sync().unwrap();
+    v.write(f, 0, b"dirty, never flushed").unwrap();
+    data[..20].copy_from_slice(b"dirty, never flushed");
     v.unlink(v.root(), b"garbage").unwrap();
     let gc = GcOptions {
         repack_below: 1.0,

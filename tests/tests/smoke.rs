@@ -106,7 +106,7 @@ fn the_dirty_budget_counts_exactly_what_is_held() {
     let v = t.open_container("c").unwrap();
     let node = v.create(v.root(), b"f", 0o644, Caller::ROOT).unwrap().node;
     v.write(node, 0, &bytes(1, 64 * 4096)).unwrap();
-    v.fsync(node).unwrap();
+    t.sync().unwrap();
     assert_eq!(t.dirty_bytes(), 0);
     // Patches hold only what was written: two 100-byte writes into one stored block.
     v.write(node, 10, &[7; 100]).unwrap();
@@ -134,7 +134,7 @@ fn the_dirty_budget_counts_exactly_what_is_held() {
     assert_eq!(v.read(node, 0, 8192).unwrap(), expected);
     v.write(node, 5, &[3; 10]).unwrap();
     expected[5..15].fill(3);
-    v.fsync(node).unwrap();
+    t.sync().unwrap();
     assert_eq!(t.dirty_bytes(), 0);
     assert_eq!(v.read(node, 0, 4096).unwrap(), expected);
 }

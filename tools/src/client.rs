@@ -38,8 +38,10 @@ pub fn running(pid: u64) -> bool {
     !(zombie && threads <= 1)
 }
 
-/// Starts a background daemon for the store and waits until it listens.
-pub fn start_daemon(store: &Path) -> Result<std::os::unix::net::UnixStream> {
+/// Starts a background daemon for the store, with a block cache of `cache_size` (like "1G"),
+/// and waits until it listens.
+pub fn start_daemon(store: &Path, cache_size: &str) -> Result<std::os::unix::net::UnixStream> {
+    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     let paths = DaemonPaths::for_store(store)?;
     paths.create_dir()?;
@@ -51,6 +53,7 @@ pub fn start_daemon(store: &Path) -> Result<std::os::unix::net::UnixStream> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&start)
         .with_context(|| format!("opening {}", start.display()))?;
     rustix::fs::flock(&start_lock, rustix::fs::FlockOperation::LockExclusive)
@@ -61,13 +64,16 @@ pub fn start_daemon(store: &Path) -> Result<std::os::unix::net::UnixStream> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&paths.log)
         .with_context(|| format!("opening {}", paths.log.display()))?;
     let exe = std::env::current_exe().context("finding the tessera executable")?;
     let mut child = std::process::Command::new(exe)
         .arg("--store")
         .arg(store)
-        .args(["daemon", "run"])
+        .args(["daemon", "run", "--cache-size", cache_size])
+        // Set here, so the daemon need not re-execute itself for it (see `daemon::malloc`).
+        .env(crate::daemon::malloc::VAR, crate::daemon::malloc::THRESHOLD)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -8,6 +8,7 @@ mod cmd;
 mod daemon;
 mod output;
 mod service;
+mod stats_page;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,10 +41,13 @@ enum Command {
     #[command(visible_alias = "ps")]
     Containers(cmd::containers::Args),
     Create(cmd::create::Args),
+    Update(cmd::create::UpdateArgs),
     Commit(cmd::commit::Args),
     Rm(cmd::remove::RmArgs),
     Rmi(cmd::remove::RmiArgs),
     Export(cmd::export::Args),
+    Push(cmd::remote::PushArgs),
+    Pull(cmd::remote::PullArgs),
     Mount(cmd::mount::Args),
     Umount(cmd::mount::UmountArgs),
     Daemon(cmd::daemon::Args),
@@ -113,10 +117,13 @@ fn main() -> ExitCode {
         Command::Images(args) => cmd::images::run(&store, args),
         Command::Containers(args) => cmd::containers::run(&store, args),
         Command::Create(args) => cmd::create::run(&store, args),
+        Command::Update(args) => cmd::create::update(&store, args),
         Command::Commit(args) => cmd::commit::run(&store, args),
         Command::Rm(args) => cmd::remove::run_rm(&store, args),
         Command::Rmi(args) => cmd::remove::run_rmi(&store, args),
         Command::Export(args) => cmd::export::run(&store, args),
+        Command::Push(args) => cmd::remote::run_push(&store, args),
+        Command::Pull(args) => cmd::remote::run_pull(&store, args),
         Command::Mount(args) => cmd::mount::run(&store, args),
         Command::Umount(args) => cmd::mount::run_umount(&store, args),
         Command::Daemon(args) => cmd::daemon::run(&store, args),

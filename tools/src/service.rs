@@ -27,6 +27,13 @@ pub enum Request {
     Create {
         name: String,
         image: String,
+        #[serde(default)]
+        size_limit: Option<u64>,
+    },
+    /// Sets or removes a container's size limit.
+    Update {
+        name: String,
+        size_limit: Option<u64>,
     },
     Commit {
         container: String,
@@ -50,6 +57,22 @@ pub enum Request {
     },
     Diff {
         container: String,
+    },
+    /// Publish a local image on a remote (`s3://BUCKET/PREFIX`).
+    Push {
+        image: String,
+        url: String,
+    },
+    /// Make a remote image usable locally, as `name` (default: its remote name).
+    Pull {
+        url: String,
+        image: String,
+        #[serde(default)]
+        name: Option<String>,
+        /// Metadata only: blocks are fetched on first read (the store becomes backed by the
+        /// remote).
+        #[serde(default)]
+        lazy: bool,
     },
     Stats {
         names: Vec<String>,
@@ -94,11 +117,24 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
         }
         Request::Images => serde_json::to_value(store.images()?)?,
         Request::Containers => serde_json::to_value(store.containers()?)?,
-        Request::Create { name, image } => {
+        Request::Create {
+            name,
+            image,
+            size_limit,
+        } => {
             store
-                .create_container(&name, &image)
+                .create_container_limited(&name, &image, size_limit)
                 .with_context(|| format!("creating container {name}"))?;
-            json!({ "container": name, "image": image })
+            json!({ "container": name, "image": image, "size_limit": size_limit })
+        }
+        Request::Update { name, size_limit } => {
+            store
+                .set_size_limit(&name, size_limit)
+                .with_context(|| format!("updating container {name}"))?;
+            let (size_limit, held) = store
+                .size_limit_use(&name)
+                .with_context(|| format!("measuring container {name}"))?;
+            json!({ "container": name, "size_limit": size_limit, "exclusive_bytes": held })
         }
         Request::Commit { container, image } => {
             let layer = store
@@ -138,6 +174,28 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
                 .diff_container(&container)
                 .with_context(|| format!("diffing container {container}"))?,
         )?,
+        Request::Push { image, url } => {
+            let packs = remote_packs(store, &url)?;
+            let report = store
+                .push(&image, &packs)
+                .with_context(|| format!("pushing {image} to {url}"))?;
+            serde_json::to_value(report)?
+        }
+        Request::Pull {
+            url,
+            image,
+            name,
+            lazy,
+        } => {
+            let local = name.unwrap_or_else(|| image.clone());
+            let report = if lazy {
+                store.pull_lazy(&image, &local)
+            } else {
+                store.pull(&remote_packs(store, &url)?, &image, &local)
+            }
+            .with_context(|| format!("pulling {image} from {url}"))?;
+            serde_json::to_value(report)?
+        }
         Request::Stats { names, top } => {
             serde_json::to_value(tessera::stats::stats(store, &StatsOptions { names, top })?)?
         }
@@ -188,6 +246,14 @@ fn export_layer(store: &Store, target: &str, output: &Path) -> Result<Value> {
     Ok(serde_json::to_value(report)?)
 }
 
+/// The packs of a remote the store knows, with a client configured by this process's AWS_*
+/// variables.
+fn remote_packs(store: &Store, url: &str) -> Result<tessera::store::remote::RemotePacks> {
+    let url: tessera::store::RemoteUrl = url.parse()?;
+    let remote = tessera::store::Remote::connect(&url)?;
+    Ok(store.remote_packs(remote)?)
+}
+
 /// Options the CLI opens stores with.
 pub fn store_options() -> StoreOptions {
     StoreOptions::default()
@@ -195,7 +261,16 @@ pub fn store_options() -> StoreOptions {
 
 /// Runs a request in this process against the store at `path` (no daemon runs).
 pub fn call_local(path: &Path, request: Request) -> Result<Value> {
-    let store = Store::open(path, store_options())?;
+    let mut options = store_options();
+    if let Request::Pull {
+        url, lazy: true, ..
+    } = &request
+    {
+        // A lazy pull opens the store over the remote (it is backed by it from then on).
+        let url: tessera::store::RemoteUrl = url.parse()?;
+        options = options.remote(tessera::store::Remote::connect(&url)?);
+    }
+    let store = Store::open(path, options)?;
     let reply = execute(&store, request)?;
     store.sync()?;
     Ok(reply)

@@ -164,6 +164,10 @@ pub struct ContainerRecord {
     pub base: Option<LayerId>,
     pub upper: LayerId,
     pub created: i64,
+    /// The most bytes the container may hold exclusively (`None`: no limit). Added without a
+    /// version change: older records read as unlimited, and older builds ignore the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<u64>,
 }
 
 impl serde::Serialize for LayerId {

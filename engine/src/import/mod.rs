@@ -318,7 +318,7 @@ impl Store {
     }
 
     /// Removes staging layers of a failed import (best effort: the next open sweeps them too).
-    fn discard_layers(&self, layers: &[LayerId]) {
+    pub(crate) fn discard_layers(&self, layers: &[LayerId]) {
         let removed = self.meta().write(|w| {
             // A publish whose commit failed left its image record in memory: it goes too.
             for (name, image) in w.images()? {

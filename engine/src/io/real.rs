@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -25,7 +25,8 @@ impl StorageIo for RealIo {
         let mut options = OpenOptions::new();
         match mode {
             OpenMode::ReadWrite => options.read(true).write(true),
-            OpenMode::Create => options.read(true).write(true).create(true),
+            // Owner-only whatever the umask: these are a store's files (see store_dir/private.rs).
+            OpenMode::Create => options.read(true).write(true).create(true).mode(0o600),
             OpenMode::ReadOnly => options.read(true),
         };
         let file = options.open(path)?;
@@ -37,8 +38,14 @@ impl StorageIo for RealIo {
         }))
     }
 
+    /// Every missing directory owner-only (0700, whatever the umask): a store's directories,
+    /// nested ones too, and the parents of a store made where none were — as the XDG base
+    /// directory spec asks of `~/.local/share`. Existing directories are left as they are.
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        fs::create_dir_all(path)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -158,5 +165,27 @@ impl IoFile for RealFile {
     fn drop_cache(&self) {
         // Advice only: a failure changes nothing but memory use.
         let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::DontNeed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn every_directory_it_makes_is_owner_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let deep = tmp.path().join("a/b/c");
+        RealIo.create_dir_all(&deep).unwrap();
+        RealIo.create_dir_all(&deep).unwrap();
+        for dir in ["a", "a/b", "a/b/c"] {
+            let mode = fs::metadata(tmp.path().join(dir))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{dir}");
+        }
     }
 }

@@ -2,13 +2,19 @@
 //! bytes until `sync_data`; `crash` returns a new `SimIo` holding what a power cut could have
 //! left: the durable bytes plus a random subset of the unsynced writes, cut into 4 KiB sectors,
 //! and only the names that `sync_dir` made durable. The old `SimIo` goes dead: every call on it
-//! fails, so a store still holding it can write nothing more.
+//! fails, so a store still holding it can write nothing more, and its state stays as it was (a
+//! second `crash` with the same seed gives the same disk).
+//!
+//! Faults: every mutating call — a write, truncate or `sync_data` of a file, and a file
+//! created, renamed or removed, a directory created or synced — is counted and charged against
+//! one budget (`fail_after`), so an injected failure can land on any of them; crash tests count
+//! an operation's calls in a dry run and cut it anywhere in that range.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{AlignedBuf, IoFile, Mapped, OpenMode, StorageIo};
@@ -18,7 +24,7 @@ const SECTOR: usize = 4096;
 /// Fault settings of a simulated disk.
 #[derive(Debug, Clone, Default)]
 pub struct SimOptions {
-    /// Fail every write, truncate and sync after this many have succeeded.
+    /// Fail every mutating call after this many have succeeded.
     pub fail_after: Option<i64>,
     /// The errno of injected failures (default ENOSPC).
     pub errno: Option<i32>,
@@ -30,8 +36,51 @@ pub struct SimOptions {
 pub struct SimIo {
     state: Mutex<Namespace>,
     alive: Arc<AtomicBool>,
-    budget: Arc<AtomicI64>,
+    faults: Arc<Faults>,
     options: SimOptions,
+}
+
+/// The fault budget and counters, shared by a disk and the files opened on it.
+#[derive(Debug)]
+struct Faults {
+    /// Mutating calls that may still succeed.
+    budget: AtomicI64,
+    /// Mutating calls made, and how many of them failed by injection.
+    calls: AtomicU64,
+    failed: AtomicU64,
+    errno: i32,
+    /// See [`SimIo::ignore_syncs_of`].
+    lying: Mutex<Option<String>>,
+}
+
+impl Faults {
+    fn new(budget: i64, errno: i32, lying: Option<String>) -> Arc<Faults> {
+        Arc::new(Faults {
+            budget: AtomicI64::new(budget),
+            calls: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            errno,
+            lying: Mutex::new(lying),
+        })
+    }
+
+    /// Counts one mutating call and charges it against the budget.
+    fn charge(&self) -> io::Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.budget.fetch_sub(1, Ordering::SeqCst) <= 0 {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(io::Error::from_raw_os_error(self.errno));
+        }
+        Ok(())
+    }
+
+    /// Whether a sync of `name` is to be skipped (see [`SimIo::ignore_syncs_of`]).
+    fn lies_about(&self, name: &Path) -> bool {
+        let lying = self.lying.lock().unwrap();
+        lying
+            .as_deref()
+            .is_some_and(|suffix| name.to_string_lossy().ends_with(suffix))
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -77,21 +126,49 @@ impl SplitMix {
     }
 }
 
+/// Which unsynced writes and truncates a power cut lets through.
+enum Luck<'r> {
+    /// A random subset, each sector and truncate by a coin.
+    Random(&'r mut SplitMix),
+    /// None of them: the worst case.
+    Nothing,
+}
+
+impl Luck<'_> {
+    fn kept(&mut self) -> bool {
+        match self {
+            Luck::Random(rng) => rng.coin(),
+            Luck::Nothing => false,
+        }
+    }
+}
+
 impl SimIo {
     pub fn new(options: SimOptions) -> Arc<SimIo> {
         let budget = options.fail_after.unwrap_or(i64::MAX);
+        let errno = options.errno.unwrap_or(libc::ENOSPC);
         Arc::new(SimIo {
             state: Mutex::new(Namespace::default()),
             alive: Arc::new(AtomicBool::new(true)),
-            budget: Arc::new(AtomicI64::new(budget)),
+            faults: Faults::new(budget, errno, None),
             options,
         })
     }
 
-    /// Simulates a power cut: returns the disk as it comes back, and kills this one.
+    /// Simulates a power cut: returns the disk as it comes back, and kills this one. Which
+    /// unsynced writes reached the disk is drawn from `seed`.
     pub fn crash(&self, seed: u64) -> Arc<SimIo> {
+        self.crash_with(Luck::Random(&mut SplitMix(seed)))
+    }
+
+    /// A power cut in which no unsynced write or truncate reached the disk (the worst case,
+    /// for tests that must lose everything unsynced).
+    pub fn crash_losing_unsynced(&self) -> Arc<SimIo> {
+        self.crash_with(Luck::Nothing)
+    }
+
+    fn crash_with(&self, mut luck: Luck<'_>) -> Arc<SimIo> {
         self.alive.store(false, Ordering::SeqCst);
-        let mut rng = SplitMix(seed);
         let ns = self.state.lock().unwrap();
         let mut names: Vec<_> = ns.durable.iter().collect();
         names.sort_by(|a, b| a.0.cmp(b.0));
@@ -100,7 +177,7 @@ impl SimIo {
         for (path, file) in names {
             let copy = revived
                 .entry(Arc::as_ptr(file))
-                .or_insert_with(|| Arc::new(file.after_crash(&mut rng)))
+                .or_insert_with(|| Arc::new(file.after_crash(&mut luck)))
                 .clone();
             files.insert(path.clone(), copy);
         }
@@ -111,19 +188,44 @@ impl SimIo {
                 dirs: ns.dirs.clone(),
             }),
             alive: Arc::new(AtomicBool::new(true)),
-            budget: Arc::new(AtomicI64::new(i64::MAX)),
+            // A broken disk stays broken; injected failures and the counts start over.
+            faults: Faults::new(
+                i64::MAX,
+                libc::ENOSPC,
+                self.faults.lying.lock().unwrap().clone(),
+            ),
             options: SimOptions::default(),
         })
     }
 
     /// Stops injecting failures (the disk "recovers").
     pub fn heal(&self) {
-        self.budget.store(i64::MAX, Ordering::SeqCst);
+        self.faults.budget.store(i64::MAX, Ordering::SeqCst);
     }
 
-    /// Injects failures after `n` more writes, truncates or syncs.
+    /// Injects failures after `n` more mutating calls succeeded: `fail_after(0)` fails the
+    /// next one, and every call after the first failure fails too.
     pub fn fail_after(&self, n: i64) {
-        self.budget.store(n, Ordering::SeqCst);
+        self.faults.budget.store(n, Ordering::SeqCst);
+    }
+
+    /// Mutating calls made on this disk so far (failed ones included).
+    pub fn mutating_calls(&self) -> u64 {
+        self.faults.calls.load(Ordering::SeqCst)
+    }
+
+    /// Mutating calls that failed by injection so far.
+    pub fn injected_failures(&self) -> u64 {
+        self.faults.failed.load(Ordering::SeqCst)
+    }
+
+    /// Makes this a deliberately broken disk, for the crash harness's own tests only: from now
+    /// on `sync_data` of a file whose path (as opened) ends with `suffix` succeeds and makes
+    /// nothing durable — a store that forgot that sync, or a disk that lies about it. It stays
+    /// broken across `crash`. `None` mends it. A checker that cannot tell such a disk from a
+    /// sound one proves nothing.
+    pub fn ignore_syncs_of(&self, suffix: Option<&str>) {
+        *self.faults.lying.lock().unwrap() = suffix.map(str::to_string);
     }
 
     fn check_alive(&self) -> io::Result<()> {
@@ -144,19 +246,19 @@ impl SimIo {
 }
 
 impl SimFile {
-    fn after_crash(&self, rng: &mut SplitMix) -> SimFile {
+    fn after_crash(&self, luck: &mut Luck<'_>) -> SimFile {
         let state = self.state.lock().unwrap();
         let mut bytes = state.durable.clone();
         for op in &state.pending {
             match op {
                 Pending::SetLen(len) => {
-                    if rng.coin() {
+                    if luck.kept() {
                         bytes.resize(*len as usize, 0);
                     }
                 }
                 Pending::Write(offset, data) => {
                     for (i, sector) in data.chunks(SECTOR).enumerate() {
-                        if rng.coin() {
+                        if luck.kept() {
                             write_into(&mut bytes, *offset as usize + i * SECTOR, sector);
                         }
                     }
@@ -195,6 +297,7 @@ impl StorageIo for SimIo {
                 if !ns.dirs.contains(parent) {
                     return Err(not_found(parent));
                 }
+                self.faults.charge()?;
                 let file = Arc::new(SimFile::default());
                 ns.files.insert(path.to_path_buf(), file.clone());
                 file
@@ -203,9 +306,9 @@ impl StorageIo for SimIo {
         };
         Ok(Arc::new(SimHandle {
             file,
+            name: path.to_path_buf(),
             alive: self.alive.clone(),
-            budget: self.budget.clone(),
-            errno: self.options.errno.unwrap_or(libc::ENOSPC),
+            faults: self.faults.clone(),
             capacity: self.options.capacity,
             read_only: mode == OpenMode::ReadOnly,
         }))
@@ -214,6 +317,10 @@ impl StorageIo for SimIo {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.check_alive()?;
         let mut ns = self.state.lock().unwrap();
+        if ns.dirs.contains(path) {
+            return Ok(());
+        }
+        self.faults.charge()?;
         for dir in path.ancestors() {
             ns.dirs.insert(dir.to_path_buf());
         }
@@ -228,22 +335,29 @@ impl StorageIo for SimIo {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.check_alive()?;
         let mut ns = self.state.lock().unwrap();
-        ns.files
-            .remove(path)
-            .map(|_| ())
-            .ok_or_else(|| not_found(path))
+        if !ns.files.contains_key(path) {
+            return Err(not_found(path));
+        }
+        self.faults.charge()?;
+        ns.files.remove(path);
+        Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.check_alive()?;
         let mut ns = self.state.lock().unwrap();
-        let file = ns.files.remove(from).ok_or_else(|| not_found(from))?;
+        if !ns.files.contains_key(from) {
+            return Err(not_found(from));
+        }
+        self.faults.charge()?;
+        let file = ns.files.remove(from).expect("checked above");
         ns.files.insert(to.to_path_buf(), file);
         Ok(())
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         self.check_alive()?;
+        self.faults.charge()?;
         let mut ns = self.state.lock().unwrap();
         let Namespace { files, durable, .. } = &mut *ns;
         durable.retain(|name, _| name.parent() != Some(path));
@@ -285,9 +399,10 @@ impl StorageIo for SimIo {
 #[derive(Debug)]
 struct SimHandle {
     file: Arc<SimFile>,
+    /// The path it was opened by (what `ignore_syncs_of` matches).
+    name: PathBuf,
     alive: Arc<AtomicBool>,
-    budget: Arc<AtomicI64>,
-    errno: i32,
+    faults: Arc<Faults>,
     capacity: Option<u64>,
     read_only: bool,
 }
@@ -301,10 +416,7 @@ impl SimHandle {
         if self.read_only {
             return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
-        if self.budget.fetch_sub(1, Ordering::SeqCst) <= 0 {
-            return Err(io::Error::from_raw_os_error(self.errno));
-        }
-        Ok(())
+        self.faults.charge()
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
@@ -355,6 +467,9 @@ impl IoFile for SimHandle {
 
     fn sync_data(&self) -> io::Result<()> {
         self.charge()?;
+        if self.faults.lies_about(&self.name) {
+            return Ok(());
+        }
         let mut state = self.file.state.lock().unwrap();
         state.durable = state.current.clone();
         state.pending.clear();
@@ -372,41 +487,6 @@ impl IoFile for SimHandle {
     }
 }
 
+/// The simulator's own tests: a crash test is only as good as the crash it simulates.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crash_keeps_synced_bytes_and_names() {
-        let io = SimIo::new(SimOptions::default());
-        let dir = Path::new("/s");
-        io.create_dir_all(dir).unwrap();
-        let path = dir.join("f");
-        let f = io.open(&path, OpenMode::Create).unwrap();
-        f.write_all_at(b"durable", 0).unwrap();
-        f.sync_data().unwrap();
-        io.sync_dir(dir).unwrap();
-        f.write_all_at(b"lost?", 100).unwrap();
-        let unsynced = io.open(&dir.join("g"), OpenMode::Create).unwrap();
-        unsynced.write_all_at(b"x", 0).unwrap();
-
-        let after = io.crash(7);
-        assert!(f.write_all_at(b"z", 0).is_err(), "old disk must be dead");
-        assert!(!after.exists(&dir.join("g")), "unsynced name must vanish");
-        let f = after.open(&path, OpenMode::ReadWrite).unwrap();
-        let mut buf = [0u8; 7];
-        f.read_exact_at(&mut buf, 0).unwrap();
-        assert_eq!(&buf, b"durable");
-    }
-
-    #[test]
-    fn injected_failures_start_after_the_countdown() {
-        let io = SimIo::new(SimOptions::default());
-        io.create_dir_all(Path::new("/s")).unwrap();
-        let f = io.open(Path::new("/s/f"), OpenMode::Create).unwrap();
-        io.fail_after(1);
-        f.write_all_at(b"a", 0).unwrap();
-        let err = f.write_all_at(b"b", 1).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC));
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@ use crate::format::records::Dirent;
 use crate::ids::NodeId;
 use crate::meta::Writer;
 use crate::meta::records::NEXT_NODE;
+use crate::tree::acl;
 use crate::tree::node::{Content, FileKind, NodeRecord, TimeNs};
 
 /// Who is asking, and when.
@@ -16,6 +17,8 @@ pub struct Ctx {
     pub uid: u32,
     pub gid: u32,
     pub now: TimeNs,
+    /// See `Caller::umask`.
+    pub umask: Option<u16>,
 }
 
 /// What a new node is.
@@ -96,9 +99,21 @@ pub fn create(
         NewNode::Socket => (FileKind::Socket, None),
     };
     let id = NodeId(w.next_id(NEXT_NODE, FIRST_NODE)?);
+    let (perm, acls) = match kind {
+        FileKind::Symlink => (perm, Vec::new()),
+        _ => acl::on_create(
+            dir.xattr(acl::DEFAULT),
+            kind == FileKind::Dir,
+            perm,
+            ctx.umask,
+        ),
+    };
     let mut record = NodeRecord::new(kind, perm, ctx.uid, ctx.gid, ctx.now);
     if let Some(content) = content {
         record.content = content;
+    }
+    for (name, value) in acls {
+        record.set_xattr(name, Some(&value));
     }
     if dir.perm & libc::S_ISGID as u16 != 0 {
         // BSD group semantics of setgid directories.

@@ -49,12 +49,21 @@ struct Checker<'a> {
     r: Reader<'a>,
     report: FsckReport,
     referenced: HashSet<BlockId>,
+    /// Referenced blocks that are missing or fail verification.
+    damaged: HashSet<BlockId>,
+    /// Problems not listed (past `MAX_PROBLEMS`).
+    unlisted: u64,
 }
+
+/// The report lists at most this many problems, the files hit by damage first.
+const MAX_PROBLEMS: usize = 1000;
 
 impl Checker<'_> {
     fn problem(&mut self, text: String) {
-        if self.report.problems.len() < 1000 {
+        if self.report.problems.len() < MAX_PROBLEMS {
             self.report.problems.push(text);
+        } else {
+            self.unlisted += 1;
         }
     }
 
@@ -149,6 +158,7 @@ impl Checker<'_> {
             }
             for id in found {
                 if self.referenced.insert(id) && !self.store.blocks().contains(&id)? {
+                    self.damaged.insert(id);
                     self.problem(format!(
                         "layer {layer} node {node}: block {id} is referenced but not stored"
                     ));
@@ -237,12 +247,67 @@ impl Checker<'_> {
                     self.report.blocks_verified += 1;
                     self.report.bytes_verified += n as u64;
                 }
-                Err(e) => self.problem(format!(
-                    "block {id} (pack {}, offset {}): {e}",
-                    location.pack, location.offset
-                )),
+                Err(e) => {
+                    self.damaged.insert(id);
+                    self.problem(format!(
+                        "block {id} (pack {}, offset {}): {e}",
+                        location.pack, location.offset
+                    ))
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Names every file of every image and container that reads a damaged block: what a
+    /// user restores or rebuilds.
+    fn report_damaged_files(&mut self, views: &[(String, Vec<LayerId>)]) -> Result<()> {
+        let bs = self.store.block_size() as u64;
+        let mut hits = Vec::new();
+        for (what, stack) in views {
+            let pages = MetaPages {
+                meta: &self.r,
+                cache: self.store.pages(),
+            };
+            let damaged = &self.damaged;
+            let walked = walk::walk(&self.r, stack, &mut |v| {
+                let Content::File { size, root, .. } = &v.record.content else {
+                    return Ok(());
+                };
+                let mut lost = Vec::new();
+                block_map::visit(
+                    &pages,
+                    *root,
+                    block_count(*size, bs),
+                    &mut |_| true,
+                    &mut |index, id| {
+                        if damaged.contains(&id) {
+                            lost.push(index);
+                        }
+                    },
+                )?;
+                if let Some(first) = lost.first() {
+                    hits.push(format!(
+                        "{what}: file {:?} is damaged: {} of its blocks unreadable (the first at byte {})",
+                        String::from_utf8_lossy(v.path),
+                        lost.len(),
+                        first * bs
+                    ));
+                }
+                Ok(())
+            });
+            if let Err(e) = walked {
+                hits.push(format!("{what}: {e}"));
+            }
+        }
+        // What a user acts on comes first: the files, ahead of the blocks and pages behind.
+        let keep = MAX_PROBLEMS.saturating_sub(hits.len().min(MAX_PROBLEMS));
+        let others = std::mem::take(&mut self.report.problems);
+        self.unlisted +=
+            (others.len().saturating_sub(keep) + hits.len().saturating_sub(MAX_PROBLEMS)) as u64;
+        self.report.problems = hits;
+        self.report.problems.truncate(MAX_PROBLEMS);
+        self.report.problems.extend(others.into_iter().take(keep));
         Ok(())
     }
 }
@@ -258,6 +323,8 @@ impl Store {
             r: self.meta().read(),
             report: FsckReport::default(),
             referenced: HashSet::new(),
+            damaged: HashSet::new(),
+            unlisted: 0,
         };
         let views = checker.check_lifecycle()?;
         let layers: Vec<LayerId> = checker.r.layers()?.into_iter().map(|(id, _)| id).collect();
@@ -269,8 +336,19 @@ impl Store {
             checker.check_links(what, stack)?;
         }
         checker.report.blocks_referenced = checker.referenced.len() as u64;
+        checker.report.problems.extend(self.open_to_others()?);
         if options.verify_data {
             checker.verify_blocks()?;
+        }
+        for damage in self.blocks().damage() {
+            checker.problem(damage);
+        }
+        if !checker.damaged.is_empty() {
+            checker.report_damaged_files(&views)?;
+        }
+        if checker.unlisted > 0 {
+            let more = format!("… and {} more problems not listed", checker.unlisted);
+            checker.report.problems.push(more);
         }
         let mut report = checker.report;
         report.seconds = started.elapsed().as_secs_f64();

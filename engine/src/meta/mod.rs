@@ -8,6 +8,7 @@
 //! A crash loses only uncommitted changes, and each operation is either wholly in a commit or
 //! wholly absent.
 
+mod logged;
 mod overlay;
 pub mod records;
 
@@ -19,6 +20,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition};
 use crate::error::Result;
 use crate::format::records::{PackRecord, pack_key};
 use crate::ids::PackId;
+pub use logged::Unlogged;
 use overlay::Changes;
 
 /// The tables of the metadata database. Keys and values: see `format::records`.
@@ -77,6 +79,11 @@ pub struct Meta {
     overlay: RwLock<Overlay>,
     commit_lock: Mutex<()>,
     reopen: Option<Reopen>,
+    /// Whether changes are tracked for the intent log (`Overlay::unlogged`).
+    tracks_unlogged: std::sync::atomic::AtomicBool,
+    /// The seq of the newest intent-log record holding changes; a commit records it as
+    /// covered (`logged`).
+    logged_seq: std::sync::atomic::AtomicU64,
 }
 
 /// Opens the database file again. redb fails every operation after one I/O error until it is
@@ -88,6 +95,11 @@ struct Overlay {
     active: Changes,
     /// Changes being written to redb by `commit`.
     committing: Option<Arc<Changes>>,
+    /// Changes made since the intent log last took them (see `logged`): neither logged nor
+    /// committed yet.
+    unlogged: Changes,
+    /// What `unlogged` held when the running commit began; back into it if the commit fails.
+    committing_unlogged: Option<Changes>,
 }
 
 impl Meta {
@@ -103,6 +115,8 @@ impl Meta {
             overlay: RwLock::new(Overlay::default()),
             commit_lock: Mutex::new(()),
             reopen: None,
+            tracks_unlogged: Default::default(),
+            logged_seq: Default::default(),
         })
     }
 
@@ -134,6 +148,13 @@ impl Meta {
         let Writer {
             mut overlay, batch, ..
         } = writer;
+        if self
+            .tracks_unlogged
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && !batch.is_empty()
+        {
+            overlay.unlogged.absorb(batch.clone());
+        }
         overlay.active.absorb(batch);
         Ok(out)
     }
@@ -160,6 +181,9 @@ impl Meta {
             }
             let changes = Arc::new(std::mem::take(&mut overlay.active));
             overlay.committing = Some(changes.clone());
+            // Every change is in this commit or an earlier one: none needs logging once it
+            // is durable.
+            overlay.committing_unlogged = Some(std::mem::take(&mut overlay.unlogged));
             (changes, self.db.read().unwrap().clone())
         };
         let mut result = self.write_to_db(&db, &changes, packs);
@@ -177,12 +201,17 @@ impl Meta {
             *self.db.write().unwrap() = fresh;
         }
         overlay.committing = None;
+        let unlogged = overlay.committing_unlogged.take().unwrap_or_default();
         if result.is_err() {
             // Keep the changes: put them back under anything written since.
             let newer = std::mem::take(&mut overlay.active);
             let mut restored = Arc::unwrap_or_clone(changes);
             restored.absorb(newer);
             overlay.active = restored;
+            let newer = std::mem::take(&mut overlay.unlogged);
+            let mut restored = unlogged;
+            restored.absorb(newer);
+            overlay.unlogged = restored;
         }
         result
     }
@@ -196,7 +225,7 @@ impl Meta {
         let txn = db.begin_write()?;
         for table in Table::ALL {
             let map = &changes.tables[table as usize];
-            if map.is_empty() && table != Table::Packs {
+            if map.is_empty() && table != Table::Packs && table != Table::Counters {
                 continue;
             }
             let mut t = txn.open_table(table.definition())?;
@@ -210,6 +239,9 @@ impl Meta {
                 for (id, record) in packs {
                     t.insert(&pack_key(*id)[..], &record.encode()[..])?;
                 }
+            }
+            if table == Table::Counters {
+                logged::record_covered(&mut t, self.logged_seq())?;
             }
         }
         txn.commit()?;

@@ -60,3 +60,55 @@ impl Changes {
         }
     }
 }
+
+impl Changes {
+    /// The changes as bytes (for the intent log): per change, the table, the key, and the
+    /// value or a deletion.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes);
+        for (table, map) in self.tables.iter().enumerate() {
+            for (key, value) in map {
+                out.push(table as u8);
+                out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+                match value {
+                    Some(v) => {
+                        out.push(1);
+                        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                        out.extend_from_slice(v);
+                    }
+                    None => out.push(0),
+                }
+            }
+        }
+        out
+    }
+
+    /// The inverse of `encode`; `None` for bytes it did not make.
+    pub fn decode(mut bytes: &[u8]) -> Option<Changes> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = bytes.split_at_checked(n)?;
+            *bytes = rest;
+            Some(head)
+        }
+        fn len(bytes: &mut &[u8]) -> Option<usize> {
+            Some(u32::from_le_bytes(take(bytes, 4)?.try_into().ok()?) as usize)
+        }
+        let mut changes = Changes::default();
+        while !bytes.is_empty() {
+            let table = *Table::ALL.get(take(&mut bytes, 1)?[0] as usize)?;
+            let n = len(&mut bytes)?;
+            let key = take(&mut bytes, n)?.to_vec();
+            let value = match take(&mut bytes, 1)?[0] {
+                0 => None,
+                1 => {
+                    let n = len(&mut bytes)?;
+                    Some(take(&mut bytes, n)?.to_vec())
+                }
+                _ => return None,
+            };
+            changes.put(table, key, value);
+        }
+        Some(changes)
+    }
+}

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::*;
 use crate::error::Result;
-use crate::format::records::LayerState;
+use crate::format::records::{LayerRecord, LayerState};
 use crate::ids::{BlockId, LayerId, NodeId};
 use crate::layer::{lookup, walk};
 use crate::meta::Reader;
@@ -46,6 +46,85 @@ struct Scan<'a> {
     block_records: HashMap<BlockId, u32>,
     /// Bytes of each file record's non-zero blocks.
     nonzero: HashMap<(LayerId, NodeId), u64>,
+}
+
+/// Every image and container — (kind, name, layer stack) — with its distinct blocks, and
+/// per block how many of them reference it.
+struct Owners {
+    owners: Vec<(String, String, Vec<LayerId>)>,
+    sets: Vec<HashMap<BlockId, u32>>,
+    count: HashMap<BlockId, u32>,
+}
+
+/// Bytes of the blocks container `name` references and no image or other container does —
+/// its exclusive bytes, as `stats` reports them. Syncs the store first, but does not push
+/// what kernels cache of mounts (the caller may be serving one).
+pub fn exclusive_bytes(store: &Store, name: &str) -> Result<u64> {
+    store.sync()?;
+    let (scan, _) = Scan::all(store)?;
+    let owners = scan.owners()?;
+    let at = owners
+        .owners
+        .iter()
+        .position(|(kind, n, _)| kind == "container" && n == name)
+        .ok_or_else(|| crate::error::Error::NotFound(format!("container {name}")))?;
+    Ok(owners.sets[at]
+        .iter()
+        .filter(|(id, _)| owners.count.get(id) == Some(&1))
+        .map(|(_, len)| *len as u64)
+        .sum())
+}
+
+impl<'a> Scan<'a> {
+    /// Scans every published layer.
+    fn all(store: &'a Store) -> Result<(Scan<'a>, BTreeMap<LayerId, LayerRecord>)> {
+        let mut scan = Scan {
+            store,
+            r: store.meta().read(),
+            bs: store.block_size() as u64,
+            records: HashMap::new(),
+            layer_blocks: HashMap::new(),
+            block_records: HashMap::new(),
+            nonzero: HashMap::new(),
+        };
+        let layers: BTreeMap<LayerId, _> = scan
+            .r
+            .layers()?
+            .into_iter()
+            .filter(|(_, l)| l.state != LayerState::Staging)
+            .collect();
+        for layer in layers.keys() {
+            scan.scan_layer(*layer)?;
+        }
+        Ok((scan, layers))
+    }
+
+    fn owners(&self) -> Result<Owners> {
+        let mut owners: Vec<(String, String, Vec<LayerId>)> = Vec::new();
+        for (name, image) in self.r.images()? {
+            owners.push(("image".into(), name, self.r.stack_of(Some(image.top))?));
+        }
+        for (name, c) in self.r.containers()? {
+            owners.push(("container".into(), name, self.r.stack_of(Some(c.upper))?));
+        }
+        let mut count: HashMap<BlockId, u32> = HashMap::new();
+        let mut sets = Vec::new();
+        for (_, _, stack) in &owners {
+            let mut set: HashMap<BlockId, u32> = HashMap::new();
+            for layer in stack {
+                set.extend(self.layer_blocks.get(layer).into_iter().flatten());
+            }
+            for id in set.keys() {
+                *count.entry(*id).or_default() += 1;
+            }
+            sets.push(set);
+        }
+        Ok(Owners {
+            owners,
+            sets,
+            count,
+        })
+    }
 }
 
 impl Scan<'_> {
@@ -131,44 +210,12 @@ pub fn stats(store: &Store, options: &StatsOptions) -> Result<StatsReport> {
     // What mounts hold in the kernel's cache and in memory counts, as on disk.
     store.push_kernel_caches(None)?;
     store.sync()?;
-    let mut scan = Scan {
-        store,
-        r: store.meta().read(),
-        bs: store.block_size() as u64,
-        records: HashMap::new(),
-        layer_blocks: HashMap::new(),
-        block_records: HashMap::new(),
-        nonzero: HashMap::new(),
-    };
-    let layers: BTreeMap<LayerId, _> = scan
-        .r
-        .layers()?
-        .into_iter()
-        .filter(|(_, l)| l.state != LayerState::Staging)
-        .collect();
-    for layer in layers.keys() {
-        scan.scan_layer(*layer)?;
-    }
-
-    let mut owners: Vec<(String, String, Vec<LayerId>)> = Vec::new();
-    for (name, image) in scan.r.images()? {
-        owners.push(("image".into(), name, scan.r.stack_of(Some(image.top))?));
-    }
-    for (name, c) in scan.r.containers()? {
-        owners.push(("container".into(), name, scan.r.stack_of(Some(c.upper))?));
-    }
-    let mut owner_count: HashMap<BlockId, u32> = HashMap::new();
-    let mut owner_sets = Vec::new();
-    for (_, _, stack) in &owners {
-        let mut set: HashMap<BlockId, u32> = HashMap::new();
-        for layer in stack {
-            set.extend(scan.layer_blocks.get(layer).into_iter().flatten());
-        }
-        for id in set.keys() {
-            *owner_count.entry(*id).or_default() += 1;
-        }
-        owner_sets.push(set);
-    }
+    let (scan, layers) = Scan::all(store)?;
+    let Owners {
+        owners,
+        sets: owner_sets,
+        count: owner_count,
+    } = scan.owners()?;
 
     let mut report = StatsReport {
         block_size: store.block_size(),

@@ -17,7 +17,7 @@ mod compute;
 
 use serde::{Deserialize, Serialize};
 
-pub use compute::{StatsOptions, stats};
+pub use compute::{StatsOptions, exclusive_bytes, stats};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct StatsReport {

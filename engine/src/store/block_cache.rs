@@ -45,6 +45,17 @@ impl<K: Hash + Eq + Copy> BlockCache<K> {
         found
     }
 
+    /// Like `get`, but a block not held is not counted as a miss: for reads that would not
+    /// have kept it (the figures then say how well the cache serves the reads it is for).
+    pub fn get_if_held(&self, id: &K) -> Option<Arc<[u8]>> {
+        let mut inner = self.inner.lock().unwrap();
+        let found = inner.lru.get(id).cloned();
+        if found.is_some() {
+            inner.hits += 1;
+        }
+        found
+    }
+
     pub fn insert(&self, id: K, data: Arc<[u8]>) {
         if data.len() > self.capacity_bytes {
             return;
@@ -60,6 +71,13 @@ impl<K: Hash + Eq + Copy> BlockCache<K> {
                 None => break,
             }
         }
+    }
+
+    /// Forgets every entry (the counters stay).
+    pub fn clear(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.lru.clear();
+        inner.bytes = 0;
     }
 
     /// (bytes held, hits, misses)

@@ -124,6 +124,11 @@ impl BlockStore for MemoryStore {
 
     fn acknowledge(&self, _checkpoint: &Checkpoint) {}
 
+    /// Nothing here outlives the process, so nothing waits to become durable.
+    fn is_settled(&self) -> bool {
+        true
+    }
+
     fn stats(&self) -> BlockStoreStats {
         let blocks = self.blocks.read().unwrap();
         let bytes: u64 = blocks.values().map(|d| d.len() as u64).sum();

@@ -24,6 +24,7 @@ mod pack_reads;
 pub mod pack_store;
 mod pack_writer;
 mod reclaim;
+pub mod remote;
 mod staging;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,7 @@ pub use block_cache::BlockCache;
 pub use memory_store::MemoryStore;
 pub use pack_store::PackStore;
 pub use reclaim::{ReclaimPlan, ReclaimUnit};
+pub use remote::{Remote, RemoteStore, RemoteUrl};
 
 use crate::error::Result;
 use crate::format::records::PackRecord;
@@ -120,10 +122,12 @@ pub trait BlockStore: Send + Sync {
     fn get(&self, id: &BlockId, out: &mut [u8]) -> Result<usize>;
 
     /// Reads many verified blocks: each request gets bytes `[skip, skip + dst.len())` of its
-    /// block (zero past the block's end). With `use_cache`, through the store's block cache if
-    /// it has one. Backends batch what they can (adjacent blocks in one read).
-    fn read_blocks(&self, reads: &mut [BlockRead<'_>], use_cache: bool) -> Result<()> {
-        let _ = use_cache;
+    /// block (zero past the block's end). A store with a block cache serves what it holds from
+    /// it and keeps each block of which only a part was asked (its neighbours are the likely
+    /// next reads); with `fill_cache`, it keeps every block it reads. Backends batch what they
+    /// can (adjacent blocks in one read).
+    fn read_blocks(&self, reads: &mut [BlockRead<'_>], fill_cache: bool) -> Result<()> {
+        let _ = fill_cache;
         let mut scratch = vec![0u8; self.block_size()];
         for read in reads.iter_mut() {
             let n = self.get(&read.id, &mut scratch)?;
@@ -140,6 +144,14 @@ pub trait BlockStore: Send + Sync {
 
     /// The caller recorded `checkpoint` durably; it need not be returned again.
     fn acknowledge(&self, checkpoint: &Checkpoint);
+
+    /// Whether everything put so far is durable and described by an acknowledged checkpoint:
+    /// the next `sync` would have nothing to add. Metadata that names only blocks put before
+    /// a settled moment stays valid after a crash without a commit (the intent log relies on
+    /// it). A store that cannot tell says no.
+    fn is_settled(&self) -> bool {
+        false
+    }
 
     fn stats(&self) -> BlockStoreStats;
 
@@ -162,6 +174,20 @@ pub trait BlockStore: Send + Sync {
 
     /// The block cache's (bytes held, hits, misses), when the store has one.
     fn cache_figures(&self) -> Option<(usize, u64, u64)> {
+        None
+    }
+
+    /// Empties the block cache, if the store has one (so the next reads are cold).
+    fn drop_cache(&self) {}
+
+    /// What was found damaged when the store opened (units it serves only in part).
+    fn damage(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The remote packs behind the store, when it is backed by a remote (a lazy pull attaches
+    /// the image's packs there, so the store can fetch its blocks on first read).
+    fn remote_packs(&self) -> Option<&remote::RemotePacks> {
         None
     }
 }

@@ -7,7 +7,9 @@ use super::BlockRead;
 use super::pack_reader;
 use super::pack_store::PackStore;
 use crate::error::{Error, Result};
-use crate::ids::BlockId;
+use crate::format::pack_index::Entry;
+use crate::ids::{BlockId, PackId};
+use crate::io::IoFile;
 
 impl PackStore {
     /// Reads a verified block into `out`. With `use_cache`, through the block cache (when the
@@ -45,32 +47,61 @@ impl PackStore {
         Ok(len)
     }
 
-    /// Reads many blocks: runs of blocks stored next to each other in one pack are read with
-    /// one direct read (up to 1 MiB), then each is verified. Each request copies bytes
-    /// `[skip, skip + dst.len())` of its block into `dst` (zero past the block's end).
-    pub(super) fn read_batch(&self, reads: &mut [BlockRead<'_>], use_cache: bool) -> Result<()> {
-        const MAX_RUN: u64 = 1 << 20;
-        if let Some(cache) = self.cache.as_ref().filter(|_| use_cache) {
-            let mut scratch = vec![0u8; self.config.block_size as usize];
-            for read in reads.iter_mut() {
-                match cache.get(&read.id) {
-                    // Straight from the cache: one copy.
-                    Some(block) => read.fill(&block),
-                    None => {
-                        let n = self.read_block(&read.id, &mut scratch, true)?;
-                        read.fill(&scratch[..n]);
-                    }
-                }
-            }
-            return Ok(());
-        }
+    /// Reads many blocks. A block the cache holds is copied from it. With `fill_cache`, every
+    /// other block is read through the cache; without, only a read of part of a block is
+    /// (read-around: the kernel asks for one 4 KiB page of a random read, the block has been
+    /// read and verified whole to serve it, and its neighbours are the likely next reads), and
+    /// whole blocks pass it by (the kernel's page cache holds those). What is left, runs of
+    /// blocks stored next to each other in one pack, is read with one direct read each (up to
+    /// 1 MiB), then each block is verified. Each request copies bytes `[skip, skip +
+    /// dst.len())` of its block into `dst` (zero past the block's end).
+    pub(super) fn read_batch(&self, reads: &mut [BlockRead<'_>], fill_cache: bool) -> Result<()> {
         let mut located = Vec::with_capacity(reads.len());
-        for (i, read) in reads.iter().enumerate() {
+        let mut scratch = Vec::new();
+        for (i, read) in reads.iter_mut().enumerate() {
             let (pack, entry, file) = self.locate(&read.id).ok_or_else(|| {
                 Error::Corrupt(format!("block {} is referenced but not stored", read.id))
             })?;
+            let partial = read.skip > 0 || read.dst.len() < entry.len as usize;
+            // A read the cache is for counts a miss; a whole-block read takes a hit if there
+            // is one (a block kept by an earlier partial read) and otherwise passes by.
+            let held = self
+                .cache
+                .as_ref()
+                .and_then(|c| match fill_cache || partial {
+                    true => c.get(&read.id),
+                    false => c.get_if_held(&read.id),
+                });
+            if let Some(block) = held {
+                read.fill(&block);
+                continue;
+            }
+            if let Some(cache) = self.cache.as_ref().filter(|_| fill_cache || partial) {
+                if entry.len > self.config.block_size {
+                    return Err(Error::Corrupt(format!(
+                        "block {} in pack {pack} is longer ({} bytes) than a block",
+                        read.id, entry.len
+                    )));
+                }
+                scratch.resize(entry.len as usize, 0);
+                let n = pack_reader::read_block(&*file, pack, entry, &read.id, &mut scratch)?;
+                let block: Arc<[u8]> = Arc::from(&scratch[..n]);
+                read.fill(&block);
+                cache.insert(read.id, block);
+                continue;
+            }
             located.push((pack, entry, file, i));
         }
+        self.read_runs(reads, located)
+    }
+
+    /// Reads located blocks past the cache, runs of neighbours in one pack with one read.
+    fn read_runs(
+        &self,
+        reads: &mut [BlockRead<'_>],
+        mut located: Vec<(PackId, Entry, Arc<dyn IoFile>, usize)>,
+    ) -> Result<()> {
+        const MAX_RUN: u64 = 1 << 20;
         located.sort_by_key(|(pack, entry, _, _)| (*pack, entry.offset));
         let mut start = 0;
         while start < located.len() {

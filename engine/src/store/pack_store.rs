@@ -41,6 +41,10 @@ pub struct PackStore {
     pub(super) open: RwLock<OpenPack>,
     pub(super) writer: Mutex<WriterState>,
     pub(super) cache: Option<BlockCache>,
+    /// Sealed packs found damaged at open (short, or a bad header, or an index that could
+    /// be neither read nor rebuilt): served as far as they go, reported by fsck, never
+    /// rewritten by reclamation (what they lost cannot be copied). What was found, and which.
+    pub(super) damaged: Mutex<(Vec<String>, HashSet<PackId>)>,
 }
 
 pub(super) struct SealedPack {
@@ -117,6 +121,7 @@ impl PackStore {
                 retired: Vec::new(),
             }),
             cache,
+            damaged: Default::default(),
         };
         let last_open = records
             .iter()
@@ -138,11 +143,24 @@ impl PackStore {
         let len = file
             .len()
             .ctx(|| format!("reading length of {}", path.display()))?;
+        // A sealed pack is read-only: a damaged one is kept and served as far as it goes (a
+        // read of a block it lost fails, naming the pack and offset; every other file still
+        // reads), and fsck names the files hit. The open pack is appended to: it must be whole.
+        let damaged = |why: String| -> Result<()> {
+            if !record.sealed {
+                return Err(Error::Corrupt(format!("pack {id}: {why}")));
+            }
+            tracing::error!("pack {id} is damaged: {why}; its other blocks are still served");
+            let mut damaged = self.damaged.lock().unwrap();
+            damaged.0.push(format!("pack {id}: {why}"));
+            damaged.1.insert(id);
+            Ok(())
+        };
         if len < record.len {
-            return Err(Error::Corrupt(format!(
-                "pack {id} holds {len} bytes but the metadata recorded {}",
+            damaged(format!(
+                "holds {len} bytes but the metadata recorded {}: blocks past its end are lost",
                 record.len
-            )));
+            ))?;
         }
         if len > record.len {
             tracing::info!("cutting pack {id} back from {len} to {} bytes", record.len);
@@ -150,13 +168,21 @@ impl PackStore {
                 .and_then(|_| file.sync_data())
                 .ctx(|| format!("cutting back {}", path.display()))?;
         }
-        pack_reader::read_header(&*file, id)?;
+        if let Err(e) = pack_reader::read_header(&*file, id) {
+            damaged(e.to_string())?;
+        }
         if record.sealed {
             let index = match self.load_index(id, record.len) {
                 Ok(index) => index,
                 Err(e) => {
                     tracing::warn!("rebuilding index of pack {id}: {e}");
-                    self.rebuild_index(id, &*file, record.len)?
+                    match self.rebuild_index(id, &*file, record.len) {
+                        Ok(index) => index,
+                        Err(e) => {
+                            damaged(format!("its index is lost and cannot be rebuilt: {e}"))?;
+                            return Ok(());
+                        }
+                    }
                 }
             };
             self.sealed
@@ -409,8 +435,8 @@ impl BlockStore for PackStore {
         self.read_block(id, out, false)
     }
 
-    fn read_blocks(&self, reads: &mut [BlockRead<'_>], use_cache: bool) -> Result<()> {
-        self.read_batch(reads, use_cache)
+    fn read_blocks(&self, reads: &mut [BlockRead<'_>], fill_cache: bool) -> Result<()> {
+        self.read_batch(reads, fill_cache)
     }
 
     fn stage(&self) -> Result<Box<dyn Staging + '_>> {
@@ -452,6 +478,12 @@ impl BlockStore for PackStore {
                 state.retired.push(*id);
             }
         }
+    }
+
+    fn is_settled(&self) -> bool {
+        let state = self.writer.lock().unwrap();
+        let synced = state.writer.as_ref().is_none_or(|w| !w.unsynced);
+        synced && state.pending.is_empty() && state.retiring.is_empty()
     }
 
     fn stats(&self) -> BlockStoreStats {
@@ -516,5 +548,15 @@ impl BlockStore for PackStore {
 
     fn cache_figures(&self) -> Option<(usize, u64, u64)> {
         self.cache.as_ref().map(|c| c.figures())
+    }
+
+    fn damage(&self) -> Vec<String> {
+        self.damaged.lock().unwrap().0.clone()
+    }
+
+    fn drop_cache(&self) {
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
     }
 }

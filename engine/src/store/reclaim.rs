@@ -112,6 +112,9 @@ impl PackStore {
         // Newest packs first, so a block held twice counts as live where lookups find it.
         let open = self.open_pack_id();
         let mut locations = self.locations()?;
+        // A damaged pack stays as it is: the blocks it lost cannot be copied out of it.
+        let damaged = self.damaged.lock().unwrap().1.clone();
+        locations.retain(|(_, l)| !damaged.contains(&l.pack));
         locations.sort_by_key(|(_, l)| std::cmp::Reverse((Some(l.pack) == open, l.pack)));
         Ok(ReclaimPlan::from_locations(locations, live, &|pack| {
             self.pack_len(pack).unwrap_or(0)

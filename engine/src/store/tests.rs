@@ -71,14 +71,19 @@ impl PackHarness {
     }
 }
 
+/// What a metadata commit records of a checkpoint: the packs' new records, none of the
+/// retired ones.
+fn record_checkpoint(records: &mut BTreeMap<PackId, PackRecord>, checkpoint: &Checkpoint) {
+    records.extend(checkpoint.packs.clone());
+    records.retain(|id, _| !checkpoint.retired.contains(id));
+}
+
 impl Harness for PackHarness {
     fn store(&self) -> &dyn BlockStore {
         &self.store
     }
     fn record(&mut self, checkpoint: &Checkpoint) {
-        self.records.extend(checkpoint.packs.clone());
-        self.records
-            .retain(|id, _| !checkpoint.retired.contains(id));
+        record_checkpoint(&mut self.records, checkpoint);
     }
     fn reopen(&mut self) -> bool {
         self.commit();
@@ -102,6 +107,77 @@ impl Harness for PackHarness {
         let mut byte = [0u8; 1];
         file.read_exact_at(&mut byte, location.offset).unwrap();
         file.write_all_at(&[byte[0] ^ 0xff], location.offset)
+            .unwrap();
+    }
+}
+
+/// The remote-backed store over a real S3 server. A reopen is a move to a new host: every
+/// block is uploaded, the local packs are deleted, and the store opens again with the remote
+/// indexes it kept, so what the suite reads after a reopen comes over the network.
+struct RemoteHarness {
+    dir: tempfile::TempDir,
+    remote: Remote,
+    store: Option<RemoteStore>,
+    records: BTreeMap<PackId, PackRecord>,
+}
+
+impl RemoteHarness {
+    fn new(server: &remote::test_server::S3Server, test: &str) -> RemoteHarness {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = server.fresh_remote(test);
+        let store = remote::tests::open(dir.path(), &remote, &BTreeMap::new());
+        RemoteHarness {
+            dir,
+            remote,
+            store: Some(store),
+            records: BTreeMap::new(),
+        }
+    }
+}
+
+impl Harness for RemoteHarness {
+    fn store(&self) -> &dyn BlockStore {
+        self.store.as_ref().unwrap()
+    }
+    fn record(&mut self, checkpoint: &Checkpoint) {
+        record_checkpoint(&mut self.records, checkpoint);
+    }
+    fn reopen(&mut self) -> bool {
+        self.commit();
+        let store = self.store.take().unwrap();
+        let ids: Vec<BlockId> = store
+            .locations()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        store.upload(&ids).unwrap();
+        drop(store);
+        std::fs::remove_dir_all(self.dir.path().join("packs")).unwrap();
+        self.records.clear();
+        let store = remote::tests::open(self.dir.path(), &self.remote, &self.records);
+        assert!(store.locations().unwrap().is_empty());
+        self.store = Some(store);
+        true
+    }
+    fn corrupt(&self, id: &BlockId) {
+        let location = self
+            .store()
+            .locations()
+            .unwrap()
+            .into_iter()
+            .find(|(found, _)| found == id)
+            .expect("the suite corrupts blocks held locally")
+            .1;
+        let path = StoreLayout::new(self.dir.path()).pack(location.pack);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut byte = [0u8; 1];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, location.offset).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 0xff], location.offset)
             .unwrap();
     }
 }
@@ -187,6 +263,29 @@ fn keeps_synced_blocks_across_reopen(h: &mut dyn Harness) {
     assert_eq!(added, 10);
     assert!(h.reopen());
     assert_eq!(read(h.store(), &id), block(999, 10));
+}
+
+/// Settled means the next sync has nothing to add: a durable backend is not settled while a
+/// put or a checkpoint waits, and every backend is settled once a commit took its checkpoint.
+fn is_settled_only_when_a_commit_took_everything(h: &mut dyn Harness) {
+    h.commit();
+    assert!(h.store().is_settled());
+    put_one(h.store(), &block(31, BS));
+    let durable = h.reopen();
+    put_one(h.store(), &block(32, BS));
+    if durable {
+        assert!(!h.store().is_settled(), "a put waits for a sync");
+        let checkpoint = h.store().sync().unwrap();
+        assert!(
+            !h.store().is_settled(),
+            "the checkpoint is not recorded yet"
+        );
+        h.record(&checkpoint);
+        h.store().acknowledge(&checkpoint);
+    } else {
+        h.commit();
+    }
+    assert!(h.store().is_settled());
 }
 
 fn reads_many_blocks_in_one_call(h: &mut dyn Harness) {
@@ -292,6 +391,23 @@ fn reclaims_what_is_not_live_and_keeps_what_is(h: &mut dyn Harness) {
 
 macro_rules! conformance {
     ($($test:ident),*) => {
+        /// The suite and the remote store's own tests over the one S3 server of this test
+        /// binary (started here, stopped when the guard drops).
+        #[test]
+        fn remote_store_against_rgw() {
+            let Some(server) = remote::test_server::S3Server::start() else {
+                return;
+            };
+            $(
+                eprintln!("remote: {}", stringify!($test));
+                $test(&mut RemoteHarness::new(&server, stringify!($test)));
+            )*
+            remote::tests::reads_through_the_remote_and_keeps_what_it_fetched(&server);
+            remote::tests::a_tampered_object_is_never_served_or_kept(&server);
+            remote::tests::uploads_only_what_the_remote_lacks(&server);
+            crate::transfer::tests::a_half_finished_push_is_invisible_and_resumed(&server);
+            crate::transfer::tests::two_pushes_of_sharing_images_at_once(&server);
+        }
         mod memory {
             use super::*;
             $(#[test] fn $test() { super::$test(&mut MemoryHarness(MemoryStore::new(BS))); })*
@@ -310,6 +426,7 @@ conformance!(
     refuses_unknown_and_oversized_blocks,
     detects_corruption,
     keeps_synced_blocks_across_reopen,
+    is_settled_only_when_a_commit_took_everything,
     reads_many_blocks_in_one_call,
     staged_blocks_appear_only_when_adopted,
     reclaims_what_is_not_live_and_keeps_what_is
@@ -411,4 +528,91 @@ fn a_failed_seal_keeps_its_blocks() {
             assert_eq!(read(&h.store, &BlockId::of(data)), *data, "budget {budget}");
         }
     }
+}
+
+/// A sealed pack cut short keeps serving what it still holds, and reclamation leaves it as it
+/// is (it used to fail copying a block the cut took, so no garbage anywhere was reclaimed).
+#[test]
+fn reclamation_leaves_a_damaged_pack_alone() {
+    let mut h = PackHarness::new();
+    let blocks: Vec<Vec<u8>> = (0..40).map(|i| block(500 + i, BS)).collect();
+    for data in &blocks {
+        put_one(&h.store, data);
+    }
+    assert!(h.reopen());
+    let ids: Vec<BlockId> = blocks.iter().map(|d| BlockId::of(d)).collect();
+    let place = |h: &PackHarness, id: &BlockId| {
+        h.store
+            .locations()
+            .unwrap()
+            .into_iter()
+            .find(|(found, _)| found == id)
+            .unwrap()
+            .1
+    };
+    // Cut the first pack just before its third block.
+    let cut = place(&h, &ids[2]);
+    let file =
+        h.io.open(&layout().pack(cut.pack), OpenMode::ReadWrite)
+            .unwrap();
+    file.set_len(cut.offset).unwrap();
+    file.sync_data().unwrap();
+    h.store = PackStore::open(h.io.clone() as Io, layout(), config(), &h.records).unwrap();
+    assert_eq!(h.store.damage().len(), 1, "{:?}", h.store.damage());
+    // Everything but blocks 1 (in the damaged pack) and 30 (in another) is live.
+    let garbage = [ids[1], ids[30]];
+    let plan = h.store.plan_reclaim(&|id| !garbage.contains(id)).unwrap();
+    assert!(plan.units.iter().all(|u| u.pack != cut.pack), "{plan:?}");
+    h.store.reclaim(&plan).unwrap();
+    h.commit();
+    assert_eq!(read(&h.store, &ids[0]), blocks[0]);
+    assert_eq!(read(&h.store, &ids[31]), blocks[31]);
+    assert!(!h.store.contains(&ids[30]).unwrap() || plan.units.is_empty());
+}
+
+#[test]
+fn a_read_of_part_of_a_block_keeps_the_verified_block_for_its_neighbours() {
+    let mut h = PackHarness::new();
+    let cached = PackStoreConfig {
+        cache_bytes: 1 << 20,
+        ..config()
+    };
+    h.store = PackStore::open(h.io.clone() as Io, layout(), cached, &h.records).unwrap();
+    let (a, b, c) = (block(1, BS), block(2, BS), block(3, BS));
+    let ids = [&a, &b, &c].map(|data| put_one(&h.store, data).0);
+    let read_part = |h: &PackHarness, id: BlockId, skip: usize| {
+        let mut out = vec![0u8; 100];
+        let mut reads = [BlockRead {
+            id,
+            dst: &mut out,
+            skip,
+        }];
+        h.store.read_blocks(&mut reads, false).map(|()| out)
+    };
+    // A whole block passes the cache by; part of one is read whole, verified and kept.
+    let mut whole = vec![0u8; BS];
+    h.store
+        .read_blocks(
+            &mut [BlockRead {
+                id: ids[0],
+                dst: &mut whole,
+                skip: 0,
+            }],
+            false,
+        )
+        .unwrap();
+    assert_eq!(whole, a);
+    // Nothing kept, and no miss counted: the cache is not for whole-block reads.
+    assert_eq!(h.store.cache_figures().unwrap(), (0, 0, 0));
+    assert_eq!(read_part(&h, ids[1], 0).unwrap(), b[..100]);
+    assert_eq!(h.store.cache_figures().unwrap(), (BS, 0, 1));
+    // Its neighbour is served from memory: the damaged bytes on disk are not read again.
+    h.corrupt(&ids[1]);
+    assert_eq!(read_part(&h, ids[1], 200).unwrap(), b[200..300]);
+    assert_eq!(h.store.cache_figures().unwrap(), (BS, 1, 1));
+    // A block that fails verification is an error and is not kept.
+    h.corrupt(&ids[2]);
+    let err = read_part(&h, ids[2], 0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert_eq!(h.store.cache_figures().unwrap().0, BS);
 }

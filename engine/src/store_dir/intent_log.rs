@@ -33,6 +33,8 @@ use crate::meta::{MetaRead, Table, Writer};
 use crate::tree::node::TimeNs;
 
 const MAGIC: u32 = 0x5445_4c47; // "TELG"
+/// A record of metadata changes (see `meta::logged`).
+const MAGIC_META: u32 = 0x5445_4c4d; // "TELM"
 /// Zeros are written this far ahead of the tail, in one go.
 const PREPARE: u64 = 4 << 20;
 /// Past this, fsync takes the ordinary path until the next full sync resets the log.
@@ -64,6 +66,45 @@ pub(crate) struct Record {
     pub ranges: Vec<Range>,
 }
 
+/// Metadata changes (`meta::Unlogged`, encoded): every change made since the record of
+/// changes before it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MetaRecord {
+    pub seq: u64,
+    pub run: u64,
+    pub changes: Vec<u8>,
+}
+
+/// One record of the log.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Entry {
+    Data(Record),
+    Meta(MetaRecord),
+}
+
+impl Entry {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Entry::Data(r) => r.seq,
+            Entry::Meta(m) => m.seq,
+        }
+    }
+
+    fn run(&self) -> u64 {
+        match self {
+            Entry::Data(r) => r.run,
+            Entry::Meta(m) => m.run,
+        }
+    }
+
+    fn set(&mut self, seq: u64, run: u64) {
+        match self {
+            Entry::Data(r) => (r.seq, r.run) = (seq, run),
+            Entry::Meta(m) => (m.seq, m.run) = (seq, run),
+        }
+    }
+}
+
 /// The committed state of a node's data a record applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Base {
@@ -93,7 +134,7 @@ struct State {
 impl IntentLog {
     /// Opens (creating) the log and reads every record that checks out. Seqs go on above
     /// `seen` (the highest seq the metadata names).
-    pub fn open(io: &Io, layout: &StoreLayout, seen: u64) -> Result<(IntentLog, Vec<Record>)> {
+    pub fn open(io: &Io, layout: &StoreLayout, seen: u64) -> Result<(IntentLog, Vec<Entry>)> {
         let path = layout.root().join("intent.log");
         let file = io
             .open(&path, OpenMode::Create)
@@ -105,14 +146,14 @@ impl IntentLog {
             .len()
             .ctx(|| format!("reading length of {}", path.display()))?;
         let (records, zeros) = scan(&*file, len)?;
-        let next_seq = records.iter().map(|r| r.seq).max().unwrap_or(0).max(seen) + 1;
+        let next_seq = records.iter().map(Entry::seq).max().unwrap_or(0).max(seen) + 1;
         let log = IntentLog {
             file,
             state: Mutex::new(State {
                 // Above every run on disk, so no old record can pass for one of this run.
                 run: records
                     .iter()
-                    .map(|r| r.run)
+                    .map(Entry::run)
                     .max()
                     .unwrap_or(0)
                     .max(next_seq)
@@ -139,13 +180,16 @@ impl IntentLog {
         Ok(())
     }
 
-    /// Appends `record` (its `seq` is assigned here) and syncs it. `Ok(false)`: the log is
-    /// full or closed; nothing was written and the caller takes the ordinary path.
-    pub fn append(&self, record: &mut Record) -> Result<bool> {
+    /// Appends `entries` (their seqs are assigned here, in order) and syncs them: one write,
+    /// one `fdatasync`. `Ok(false)`: the log is full or closed; nothing was written and the
+    /// caller takes the ordinary path.
+    pub fn append(&self, entries: &mut [Entry]) -> Result<bool> {
         let mut state = self.state.lock().unwrap();
-        record.seq = state.next_seq;
-        record.run = state.run;
-        let bytes = encode(record);
+        let mut bytes = Vec::new();
+        for (i, entry) in entries.iter_mut().enumerate() {
+            entry.set(state.next_seq + i as u64, state.run);
+            bytes.extend_from_slice(&encode(entry));
+        }
         let end = state.tail + bytes.len() as u64;
         if state.closed || end > MAX_LEN {
             return Ok(false);
@@ -162,12 +206,14 @@ impl IntentLog {
             .write_all_at(&bytes, state.tail)
             .and_then(|_| self.file.sync_data());
         if let Err(e) = written {
-            // What was written may be torn: no later record may follow it.
+            // What was written may be torn: no later record may follow it. It may also be
+            // whole and read after a crash: its seqs are never given to another record.
             state.closed = true;
+            state.next_seq += entries.len() as u64;
             return Err(crate::error::Error::io("writing the intent log", e));
         }
         state.tail = end;
-        state.next_seq += 1;
+        state.next_seq += entries.len() as u64;
         self.appended
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(true)
@@ -187,7 +233,7 @@ impl IntentLog {
     /// starts over from the beginning (and a log closed by an error opens again).
     pub fn covered(&self, seq: u64) {
         let mut state = self.state.lock().unwrap();
-        if state.next_seq == seq && state.tail > 0 {
+        if state.next_seq == seq && (state.tail > 0 || state.closed) {
             state.tail = 0;
             state.run += 1;
             state.closed = false;
@@ -256,7 +302,19 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
-fn encode(r: &Record) -> Vec<u8> {
+fn encode(entry: &Entry) -> Vec<u8> {
+    let r = match entry {
+        Entry::Data(r) => r,
+        Entry::Meta(m) => {
+            let mut out = Vec::with_capacity(40 + m.changes.len());
+            out.extend_from_slice(&MAGIC_META.to_le_bytes());
+            out.extend_from_slice(&[0u8; 4]);
+            put_u64(&mut out, m.seq);
+            put_u64(&mut out, m.run);
+            out.extend_from_slice(&m.changes);
+            return seal(out);
+        }
+    };
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(&MAGIC.to_le_bytes());
     out.extend_from_slice(&[0u8; 4]); // length, filled in below
@@ -286,6 +344,11 @@ fn encode(r: &Record) -> Vec<u8> {
             }
         }
     }
+    seal(out)
+}
+
+/// Fills in the length of a record's bytes and appends its checksum.
+fn seal(mut out: Vec<u8>) -> Vec<u8> {
     let len = (out.len() + 16) as u32;
     out[4..8].copy_from_slice(&len.to_le_bytes());
     let sum = blake3::hash(&out);
@@ -313,8 +376,15 @@ impl Cursor<'_> {
     }
 }
 
-fn decode(body: &[u8]) -> Option<Record> {
+fn decode(body: &[u8]) -> Option<Entry> {
     let mut c = Cursor(&body[8..]);
+    if body[..4] == MAGIC_META.to_le_bytes() {
+        return Some(Entry::Meta(MetaRecord {
+            seq: c.u64()?,
+            run: c.u64()?,
+            changes: c.0.to_vec(),
+        }));
+    }
     let seq = c.u64()?;
     let run = c.u64()?;
     let layer = LayerId(c.u64()?);
@@ -343,7 +413,7 @@ fn decode(body: &[u8]) -> Option<Record> {
             _ => return None,
         });
     }
-    Some(Record {
+    Some(Entry::Data(Record {
         seq,
         run,
         layer,
@@ -353,12 +423,12 @@ fn decode(body: &[u8]) -> Option<Record> {
         size,
         mtime,
         ranges,
-    })
+    }))
 }
 
 /// Every record from the start up to the first that does not check out, in order, and how
 /// many bytes from the start are zeros.
-fn scan(file: &dyn IoFile, len: u64) -> Result<(Vec<Record>, u64)> {
+fn scan(file: &dyn IoFile, len: u64) -> Result<(Vec<Entry>, u64)> {
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, 0)
         .map_err(|e| crate::error::Error::io("reading the intent log", e))?;
@@ -367,7 +437,7 @@ fn scan(file: &dyn IoFile, len: u64) -> Result<(Vec<Record>, u64)> {
     while at + 8 <= bytes.len() {
         let magic = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
         let rlen = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
-        if magic != MAGIC || rlen < 24 || at + rlen > bytes.len() {
+        if (magic != MAGIC && magic != MAGIC_META) || rlen < 24 || at + rlen > bytes.len() {
             break;
         }
         let (body, sum) = bytes[at..at + rlen].split_at(rlen - 16);
@@ -379,7 +449,7 @@ fn scan(file: &dyn IoFile, len: u64) -> Result<(Vec<Record>, u64)> {
             Some(record)
                 if records
                     .first()
-                    .is_some_and(|f: &Record| f.run != record.run) =>
+                    .is_some_and(|f: &Entry| f.run() != record.run()) =>
             {
                 break;
             }
@@ -397,8 +467,8 @@ mod tests {
     use super::*;
     use crate::io::{SimIo, SimOptions, StorageIo};
 
-    fn record(node: u64, fill: u8) -> Record {
-        Record {
+    fn record(node: u64, fill: u8) -> Entry {
+        Entry::Data(Record {
             seq: 0,
             run: 0,
             layer: LayerId(3),
@@ -420,33 +490,43 @@ mod tests {
                     len: 4096,
                 },
             ],
-        }
+        })
     }
 
     fn layout() -> StoreLayout {
         StoreLayout::new(std::path::PathBuf::from("/store"))
     }
 
-    #[test]
-    fn records_survive_a_crash_once_appended_and_a_torn_tail_is_ignored() {
+    /// Opens the log on `io`: the log and the entries it found.
+    fn open(io: &Arc<SimIo>) -> (IntentLog, Vec<Entry>) {
+        IntentLog::open(&(io.clone() as Io), &layout(), 0).unwrap()
+    }
+
+    /// A log on a fresh simulated disk.
+    fn fresh() -> (Arc<SimIo>, IntentLog) {
         let io = SimIo::new(SimOptions::default());
         io.create_dir_all(&layout().packs_dir()).unwrap();
-        let (log, found) = IntentLog::open(&(io.clone() as Io), &layout(), 0).unwrap();
+        let (log, found) = open(&io);
         assert!(found.is_empty());
+        (io, log)
+    }
+
+    #[test]
+    fn records_survive_a_crash_once_appended_and_a_torn_tail_is_ignored() {
+        let (io, log) = fresh();
         let mut a = record(7, 1);
         let mut b = record(8, 2);
-        assert!(log.append(&mut a).unwrap());
-        assert!(log.append(&mut b).unwrap());
-        assert_eq!((a.seq, b.seq), (1, 2));
+        assert!(log.append(std::slice::from_mut(&mut a)).unwrap());
+        assert!(log.append(std::slice::from_mut(&mut b)).unwrap());
+        assert_eq!((a.seq(), b.seq()), (1, 2));
         let crashed = io.crash(1);
-        let (log, found) = IntentLog::open(&(crashed.clone() as Io), &layout(), 0).unwrap();
+        let (log, found) = open(&crashed);
         assert_eq!(found, vec![a.clone(), b.clone()]);
         assert_eq!(log.next_seq(), 3);
         // A torn third record: the scan stops before it.
         let mut c = record(9, 3);
         let bytes = encode(&{
-            c.seq = 3;
-            c.run = a.run;
+            c.set(3, a.run());
             c.clone()
         });
         let at = (encode(&a).len() + encode(&b).len()) as u64;
@@ -454,27 +534,57 @@ mod tests {
             .open(&layout().root().join("intent.log"), OpenMode::ReadWrite)
             .unwrap();
         file.write_all_at(&bytes[..bytes.len() - 1], at).unwrap();
-        let (_, found) = IntentLog::open(&(crashed as Io), &layout(), 0).unwrap();
+        let (_, found) = open(&crashed);
         assert_eq!(found, vec![a, b]);
     }
 
     #[test]
     fn a_covered_log_starts_over_and_old_records_are_not_read_after_a_restart() {
-        let io = SimIo::new(SimOptions::default());
-        io.create_dir_all(&layout().packs_dir()).unwrap();
-        let (log, _) = IntentLog::open(&(io.clone() as Io), &layout(), 0).unwrap();
+        let (io, log) = fresh();
         let (mut a, mut a2) = (record(7, 1), record(7, 4));
-        log.append(&mut a).unwrap();
-        log.append(&mut a2).unwrap();
+        log.append(std::slice::from_mut(&mut a)).unwrap();
+        log.append(std::slice::from_mut(&mut a2)).unwrap();
         log.covered(log.next_seq());
         // As long as `a`: `a2` of the old run follows it, and must not be read as this run's.
         let mut b = record(8, 2);
-        log.append(&mut b).unwrap();
+        log.append(std::slice::from_mut(&mut b)).unwrap();
         assert_eq!(encode(&b).len(), encode(&a).len());
-        let (log, found) = IntentLog::open(&(io.clone() as Io), &layout(), 0).unwrap();
+        let (log, found) = open(&io);
         assert_eq!(found, vec![b]);
         log.restart().unwrap();
-        let (_, found) = IntentLog::open(&(io as Io), &layout(), 0).unwrap();
+        let (_, found) = open(&io);
         assert!(found.is_empty());
+    }
+
+    #[test]
+    fn a_failed_append_closes_the_log_and_its_seq_is_never_reused() {
+        let (io, log) = fresh();
+        log.restart().unwrap();
+        let mut a = record(7, 1);
+        io.fail_after(1); // the write lands, its sync fails
+        assert!(log.append(std::slice::from_mut(&mut a)).is_err());
+        io.heal();
+        let mut b = record(8, 2);
+        assert!(!log.append(std::slice::from_mut(&mut b)).unwrap(), "closed");
+        log.covered(log.next_seq());
+        assert!(log.append(std::slice::from_mut(&mut b)).unwrap());
+        assert!(b.seq() > a.seq(), "{} reused", a.seq());
+    }
+
+    #[test]
+    fn a_record_of_metadata_changes_and_one_of_data_share_one_append() {
+        let (io, log) = fresh();
+        let mut entries = [
+            Entry::Meta(MetaRecord {
+                seq: 0,
+                run: 0,
+                changes: b"opaque to the log".to_vec(),
+            }),
+            record(7, 1),
+        ];
+        assert!(log.append(&mut entries).unwrap());
+        assert_eq!((entries[0].seq(), entries[1].seq()), (1, 2));
+        let (_, found) = open(&io.crash_losing_unsynced());
+        assert_eq!(found, entries.to_vec());
     }
 }

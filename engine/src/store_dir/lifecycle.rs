@@ -39,6 +39,9 @@ pub struct ContainerInfo {
     /// Bytes of regular-file content recorded by its writable layer.
     pub layer_bytes: u64,
     pub mounted: bool,
+    /// Its size limit (see `Store::set_size_limit`).
+    #[serde(default)]
+    pub size_limit: Option<u64>,
 }
 
 /// Checks an image or container name: printable, no slash, not empty, at most 255 bytes.
@@ -124,6 +127,7 @@ impl Store {
                     image: c.image,
                     writable_layer: c.upper.0,
                     created: c.created,
+                    size_limit: c.size_limit,
                 })
             })
             .collect()
@@ -138,6 +142,17 @@ impl Store {
 
     /// Creates a container on an image: a new, empty writable layer on the image's top layer.
     pub fn create_container(&self, name: &str, image: &str) -> Result<()> {
+        self.create_container_limited(name, image, None)
+    }
+
+    /// Creates a container that may hold at most `size_limit` bytes exclusively (see
+    /// `Store::set_size_limit`).
+    pub fn create_container_limited(
+        &self,
+        name: &str,
+        image: &str,
+        size_limit: Option<u64>,
+    ) -> Result<()> {
         check_object_name("container", name)?;
         self.meta().write(|w| {
             if w.container(name)?.is_some() {
@@ -156,11 +171,46 @@ impl Store {
                     base: Some(base),
                     upper,
                     created: now_ns(),
+                    size_limit,
                 },
             );
             Ok(())
         })?;
         self.commit_metadata()
+    }
+
+    /// Sets (or, with `None`, removes) the most bytes container `name` may hold exclusively
+    /// — blocks no image or other container references (see `volume::size_limit`). A mounted
+    /// container's next write sees it; writes already made are kept even if past it.
+    pub fn set_size_limit(&self, name: &str, bytes: Option<u64>) -> Result<()> {
+        self.meta().write(|w| {
+            let mut record = w
+                .container(name)?
+                .ok_or_else(|| Error::NotFound(format!("container {name}")))?;
+            record.size_limit = bytes;
+            w.put_container(name, &record);
+            Ok(())
+        })?;
+        self.commit_metadata()?;
+        for shared in self.live_volumes() {
+            if shared.container_name().as_deref() == Some(name) {
+                crate::volume::Volume::from_shared(shared).set_size_limit(bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// A container's size limit, and the bytes it holds exclusively now (a scan of the store;
+    /// what kernels cache of its mount counts too).
+    pub fn size_limit_use(&self, name: &str) -> Result<(Option<u64>, u64)> {
+        let limit = self
+            .meta()
+            .read()
+            .container(name)?
+            .ok_or_else(|| Error::NotFound(format!("container {name}")))?
+            .size_limit;
+        self.push_kernel_caches(Some(name))?;
+        Ok((limit, crate::stats::exclusive_bytes(self, name)?))
     }
 
     /// Freezes a container's writable layer into the new image `image` (metadata only) and

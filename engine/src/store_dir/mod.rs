@@ -6,17 +6,21 @@
 //! lengths it covers (see `store::BlockStore`). Changes become durable at `Store::sync`, at a
 //! volume's `fsync`, `commit`, and within `flush_interval` (default 2 s) otherwise.
 
+mod backing;
+mod durable;
 mod flusher;
 pub(crate) mod intent_log;
 mod lifecycle;
 mod lock;
 mod options;
+mod private;
 mod replay;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 
+pub(crate) use backing::{backing_url, record_backing};
 pub(crate) use lifecycle::freeze_layer;
 pub use lifecycle::{ContainerInfo, ImageInfo, check_object_name};
 pub use options::{StoreOptions, parse_size};
@@ -29,8 +33,7 @@ use crate::io::{Io, IoBackend, OpenMode, RealIo};
 use crate::layout::StoreLayout;
 use crate::meta::Meta;
 use crate::meta::records::Records;
-use crate::store::pack_store::PackStoreConfig;
-use crate::store::{BlockCache, BlockStore, MemoryStore, PackStore};
+use crate::store::{BlockCache, BlockStore};
 use crate::volume::VolumeShared;
 use lock::StoreLock;
 
@@ -128,7 +131,7 @@ impl Store {
         let layout = StoreLayout::new(path);
         io.create_dir_all(path)
             .ctx(|| format!("creating {}", path.display()))?;
-        keep_private_if_real(&options, path)?;
+        private::keep_private_if_real(&options, path)?;
         let lock = lock_if_real(&options, &layout)?;
         if io.exists(&layout.header()) {
             return Err(Error::Exists(format!("a store at {}", path.display())));
@@ -167,24 +170,11 @@ impl Store {
             )));
         }
         let lock = lock_if_real(&options, &layout)?;
-        keep_private_if_real(&options, path)?;
+        private::keep_private_if_real(&options, path)?;
         let header = read_header(&io, &layout)?;
         let meta = open_db(&io, &layout, &options, false)?;
         let records = meta.read().packs()?;
-        let blocks: Box<dyn BlockStore> = if options.blocks_in_memory {
-            Box::new(MemoryStore::new(header.block_size as usize))
-        } else {
-            Box::new(PackStore::open(
-                io.clone(),
-                layout.clone(),
-                PackStoreConfig {
-                    block_size: header.block_size,
-                    pack_target: header.pack_target,
-                    cache_bytes: options.block_cache_bytes,
-                },
-                &records,
-            )?)
-        };
+        let blocks = backing::open_blocks(&io, &layout, &options, &header, &records)?;
         let inner = Arc::new(StoreInner {
             layout,
             io,
@@ -208,16 +198,17 @@ impl Store {
             _lock: lock,
         });
         let store = Store { inner };
+        // Logged metadata changes first: the sweep and the replay of file data see the
+        // namespace as it was when the last fsync returned.
+        let log = match options.intent_log {
+            true => Some(store.open_log()?),
+            false => None,
+        };
         store.sweep_leftovers()?;
-        if options.intent_log {
-            let seen = intent_log::flushed(&store.meta().read())?
-                .into_values()
-                .max()
-                .unwrap_or(0);
-            let (log, records) =
-                intent_log::IntentLog::open(&store.inner.io, &store.inner.layout, seen)?;
+        if let Some((log, records)) = log {
             store.replay_log(&log, records)?;
             let _ = store.inner.log.set(log);
+            store.meta().track_unlogged();
         }
         if let Some(interval) = options.flush_interval {
             flusher::start(&store, interval, options.background_reclaim);
@@ -287,7 +278,8 @@ impl Store {
         Ok(())
     }
 
-    pub(crate) fn commit_count(&self) -> u64 {
+    /// Metadata commits since the store was opened.
+    pub fn commit_count(&self) -> u64 {
         self.inner.commits.load(Ordering::Relaxed)
     }
 
@@ -307,6 +299,13 @@ impl Store {
 
     pub(crate) fn intent_log(&self) -> Option<&intent_log::IntentLog> {
         self.inner.log.get()
+    }
+
+    /// For a store backed by a remote: what crossed the network since it was opened, and the
+    /// bytes its local packs (the remote's cache) occupy.
+    pub fn remote_figures(&self) -> Option<(crate::store::remote::RemoteFigures, u64)> {
+        let remote = self.blocks().remote_packs()?;
+        Some((remote.figures(), self.blocks().stats().pack_bytes))
     }
 
     /// fsyncs the intent log served (one disk sync each) since the store was opened.
@@ -422,6 +421,11 @@ impl Store {
         self.inner.blocks.cache_figures()
     }
 
+    /// Empties the block cache (benchmarks start cold reads with it).
+    pub fn drop_block_cache(&self) {
+        self.inner.blocks.drop_cache();
+    }
+
     /// Bytes the metadata database occupies on disk.
     pub fn metadata_bytes(&self) -> u64 {
         self.inner
@@ -478,32 +482,6 @@ fn lock_if_real(options: &StoreOptions, layout: &StoreLayout) -> Result<Option<S
         Some(_) => Ok(None),
         None => StoreLock::acquire(&layout.lock(), layout.root()).map(Some),
     }
-}
-
-/// Only the store's owner may enter it: its packs hold every block of every image and
-/// container, readable whatever the modes of the files inside them (Docker keeps its overlay
-/// directories root-only for the same reason). A store made before is tightened at open.
-fn keep_private_if_real(options: &StoreOptions, root: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if options.io.is_some() {
-        return Ok(());
-    }
-    let mode = std::fs::metadata(root)
-        .ctx(|| format!("reading the mode of {}", root.display()))?
-        .permissions()
-        .mode()
-        & 0o7777;
-    if mode & 0o077 == 0 {
-        return Ok(());
-    }
-    let private = mode & !0o077;
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(private))
-        .ctx(|| format!("making {} private (mode {private:o})", root.display()))?;
-    tracing::info!(
-        "store {}: mode {mode:o} -> {private:o} (only its owner may read its packs)",
-        root.display()
-    );
-    Ok(())
 }
 
 fn read_header(io: &Io, layout: &StoreLayout) -> Result<StoreHeader> {

@@ -38,6 +38,9 @@ pub struct StoreOptions {
     /// Tests only: keep blocks in a `MemoryStore` instead of packs, so whole-engine tests run
     /// over the other backend. Blocks do not outlive the process. Default false.
     pub blocks_in_memory: bool,
+    /// The client of the remote the store is (or becomes, by a lazy pull) backed by. Default
+    /// none: a store that a lazy pull backed by a remote connects with the AWS_* variables.
+    pub remote: Option<crate::store::Remote>,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +57,7 @@ impl Default for StoreOptions {
             db_cache_bytes: 32 * 1024 * 1024,
             io: None,
             blocks_in_memory: false,
+            remote: None,
         }
     }
 }
@@ -93,6 +97,10 @@ impl StoreOptions {
     }
     pub fn blocks_in_memory(mut self, yes: bool) -> Self {
         self.blocks_in_memory = yes;
+        self
+    }
+    pub fn remote(mut self, remote: crate::store::Remote) -> Self {
+        self.remote = Some(remote);
         self
     }
 }

@@ -1,20 +1,50 @@
-//! Replaying the intent log at open (see `intent_log`): for each node, the records made since
-//! its last committed flush are applied in order through its container's view (when they were
-//! made over the node's committed state), then everything is committed and the log starts
-//! over.
+//! Replaying the intent log at open (see `intent_log`): first the records of metadata changes
+//! the last commit does not hold, in order, committed at once; then, for each node, the
+//! records made since its last committed flush are applied in order through its container's
+//! view (when they were made over the node's committed state), then everything is committed
+//! and the log starts over.
 
 use std::collections::BTreeMap;
 
 use super::Store;
-use super::intent_log::{self, Base, IntentLog, Range, Record};
+use super::intent_log::{self, Base, Entry, IntentLog, Range, Record};
 use crate::error::Result;
 use crate::ids::{LayerId, NodeId};
 use crate::layer::lookup;
+use crate::meta::Meta;
 use crate::meta::records::Records;
 use crate::tree::node::Content;
 use crate::volume::{SetAttr, Volume};
 
 impl Store {
+    /// Opens the intent log and applies (and commits) its metadata changes; returns it with
+    /// its records of file data, for `replay_log`.
+    pub(super) fn open_log(&self) -> Result<(IntentLog, Vec<Record>)> {
+        let (flushed, covered) = {
+            let r = self.meta().read();
+            (intent_log::flushed(&r)?, Meta::covered(&r)?)
+        };
+        let seen = flushed.into_values().max().unwrap_or(0).max(covered);
+        let (log, entries) = IntentLog::open(&self.inner.io, &self.inner.layout, seen)?;
+        let mut records = Vec::new();
+        let mut applied = 0;
+        for entry in entries {
+            match entry {
+                Entry::Data(record) => records.push(record),
+                Entry::Meta(m) if m.seq > covered => {
+                    self.meta().apply_logged(m.seq, &m.changes)?;
+                    applied += 1;
+                }
+                Entry::Meta(_) => {}
+            }
+        }
+        if applied > 0 {
+            tracing::info!("replayed {applied} intent-log records of metadata changes");
+            self.commit_metadata()?;
+        }
+        Ok((log, records))
+    }
+
     pub(super) fn replay_log(&self, log: &IntentLog, records: Vec<Record>) -> Result<()> {
         let flushed = intent_log::flushed(&self.meta().read())?;
         // Each node's records since its last committed flush, in order: each carries what
@@ -52,15 +82,16 @@ impl Store {
                 None => continue,
             }
             if !views.contains_key(layer) {
-                views.insert(*layer, self.open_container(name)?);
+                let view = self.open_container(name)?;
+                // What the log holds was acknowledged: it is replayed whatever the limit.
+                view.ignore_size_limit();
+                views.insert(*layer, view);
             }
             tracing::info!(
                 "replaying {} intent-log records of node {node}",
                 chain.len()
             );
-            for record in chain {
-                apply(&views[layer], record)?;
-            }
+            apply(&views[layer], *node, chain)?;
         }
         for view in views.values() {
             view.sync()?;
@@ -88,8 +119,17 @@ impl Store {
     }
 }
 
-fn apply(view: &Volume, record: &Record) -> Result<()> {
-    let node = record.node;
+/// Applies a node's records in order, and leaves the file with the times of the last: the
+/// time of its writes (or the kernel's write-back of it), or — when an explicit time set
+/// after the writes took their place — the times the metadata holds.
+fn apply(view: &Volume, node: NodeId, chain: &[Record]) -> Result<()> {
+    let (mtime, ctime) = match chain.last().and_then(|r| r.mtime) {
+        Some(t) => (t, t),
+        None => {
+            let attr = view.getattr(node)?;
+            (attr.mtime, attr.ctime)
+        }
+    };
     let resize = |size| {
         view.setattr(
             node,
@@ -99,27 +139,27 @@ fn apply(view: &Volume, record: &Record) -> Result<()> {
             },
         )
     };
-    resize(record.min_size)?;
-    resize(record.size)?;
-    for range in &record.ranges {
-        match range {
-            Range::Data { offset, bytes } => {
-                view.write(node, *offset, bytes)?;
-            }
-            Range::Zero { offset, len } => {
-                view.write(node, *offset, &vec![0u8; *len as usize])?;
+    for record in chain {
+        resize(record.min_size)?;
+        resize(record.size)?;
+        for range in &record.ranges {
+            match range {
+                Range::Data { offset, bytes } => {
+                    view.write(node, *offset, bytes)?;
+                }
+                Range::Zero { offset, len } => {
+                    view.write(node, *offset, &vec![0u8; *len as usize])?;
+                }
             }
         }
     }
-    if let Some(mtime) = record.mtime {
-        view.setattr(
-            node,
-            &SetAttr {
-                mtime: Some(mtime),
-                ctime: Some(mtime),
-                ..Default::default()
-            },
-        )?;
-    }
+    view.setattr(
+        node,
+        &SetAttr {
+            mtime: Some(mtime),
+            ctime: Some(ctime),
+            ..Default::default()
+        },
+    )?;
     Ok(())
 }

@@ -97,10 +97,18 @@ pub(crate) fn set_id_bits_to_drop(record: &NodeRecord, caller: Caller) -> u16 {
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    /// The umask a new node's mode is still to be masked with (FUSE_DONT_MASK: the kernel
+    /// leaves it to the file system, which ignores it under a default ACL); `None` when the
+    /// mode given is final.
+    pub umask: Option<u16>,
 }
 
 impl Caller {
-    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
+    pub const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        umask: None,
+    };
 }
 
 /// One entry of a directory listing. `offset` is where the next listing continues.
@@ -175,7 +183,11 @@ mod tests {
     #[test]
     fn set_id_bits_dropped_as_the_kernel_would() {
         let root = Caller::ROOT;
-        let member = Caller { uid: 1000, gid: 50 };
+        let member = Caller {
+            uid: 1000,
+            gid: 50,
+            umask: None,
+        };
         // Set-user-ID always; set-group-ID with group execute.
         assert_eq!(set_id_bits_to_drop(&file(0o6755, 50), root), 0o6000);
         assert_eq!(set_id_bits_to_drop(&file(0o4755, 50), member), 0o4000);

@@ -85,9 +85,16 @@ impl Volume {
         self.shared.store.commit_metadata()
     }
 
-    /// Makes directory changes durable (`fsyncdir`).
+    /// Makes directory changes durable (`fsyncdir`): every metadata change so far, through
+    /// the intent log when it can serve, else by a commit.
     pub fn fsyncdir(&self) -> Result<()> {
-        self.shared.store.commit_metadata()
+        let store = &self.shared.store;
+        match store.log_durable(None) {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("intent log: {e}; fsyncdir commits"),
+        }
+        store.commit_metadata()
     }
 
     /// The commit of this (container's) view: flushes, freezes the writable layer as image

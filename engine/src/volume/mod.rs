@@ -15,6 +15,7 @@ mod handles;
 mod log_fsync;
 mod namespace;
 mod read;
+mod size_limit;
 mod write;
 
 use std::collections::HashMap;
@@ -58,11 +59,13 @@ pub(crate) struct VolumeShared {
     nodes: Mutex<HashMap<NodeId, Arc<NodeState>>>,
     /// Counts removals from `nodes` (see `Volume::state`).
     evictions: AtomicU64,
-    /// Whether reads go through the store's block cache (share-memory mounts).
+    /// Whether reads keep every block in the store's block cache (share-memory mounts).
     cache_reads: AtomicBool,
     handles: Mutex<Handles>,
     /// Pushes what a kernel caches of this view (see [`KernelCache`]).
     kernel_cache: Mutex<Option<KernelCache>>,
+    /// The container's size limit and what counts against it (see `size_limit`).
+    limit: size_limit::Limit,
 }
 
 /// Pushes the changes a kernel holds for a view — a mount's dirty pages (writeback cache,
@@ -106,6 +109,7 @@ impl Store {
         let layers = r.stack_of(Some(record.upper))?;
         drop(r);
         let volume = Volume::new(self, Target::Container(name.into()), layers, true);
+        volume.shared.limit.set(record.size_limit);
         volumes.push(Arc::downgrade(&volume.shared));
         Ok(volume)
     }
@@ -138,6 +142,7 @@ impl Volume {
                 nodes: Mutex::new(HashMap::new()),
                 evictions: AtomicU64::new(0),
                 cache_reads: AtomicBool::new(false),
+                limit: Default::default(),
                 handles: Mutex::new(Handles::default()),
                 kernel_cache: Mutex::new(None),
             }),
@@ -174,8 +179,9 @@ impl Volume {
         self.stack().layers.clone()
     }
 
-    /// Serve reads through the store's verified block cache, shared by every view that does
-    /// (share-memory mode). Off by default: the kernel's page cache is then the only cache.
+    /// Keep every block a read loads in the store's verified block cache, shared by every view
+    /// that does (share-memory mode). Off by default: only blocks of which a read asked a part
+    /// are kept (read-around), and the kernel's page cache holds the rest.
     pub fn set_cache_reads(&self, on: bool) {
         self.shared.cache_reads.store(on, Ordering::Relaxed);
     }
@@ -213,6 +219,7 @@ impl Volume {
             uid: caller.uid,
             gid: caller.gid,
             now: now_ns(),
+            umask: caller.umask,
         }
     }
 
@@ -309,6 +316,14 @@ impl Volume {
                 s.f_ffree,
             ),
             Err(_) => (0, 0, 0, 0, 0),
+        };
+        // A container with a size limit looks like a file system of that size.
+        let (total, free, avail) = match self.size_limit_use()? {
+            Some((limit, used)) => {
+                let left = limit.saturating_sub(used);
+                (limit, left.min(free), left.min(avail))
+            }
+            None => (total, free, avail),
         };
         Ok(FsStats {
             block_size: bs as u32,

@@ -8,7 +8,8 @@ use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::layer::mutate::{self, LinkDrop, NewNode, RenameFlags, Unlinked};
 use crate::layer::{Stack, copy_up, lookup};
-use crate::tree::node::FileKind;
+use crate::tree::acl::{self, Acl};
+use crate::tree::node::{FileKind, NodeRecord};
 
 /// The longest xattr name and value Linux allows.
 const XATTR_NAME_MAX: usize = 255;
@@ -105,6 +106,7 @@ impl Volume {
     }
 
     pub fn unlink(&self, parent: NodeId, name: &[u8]) -> Result<()> {
+        self.shared.limit.note_freed();
         let stack = self.stack();
         let ctx = Self::ctx(Caller::ROOT);
         let is_open = |n| self.is_open(n);
@@ -119,6 +121,7 @@ impl Volume {
     }
 
     pub fn rmdir(&self, parent: NodeId, name: &[u8]) -> Result<()> {
+        self.shared.limit.note_freed();
         let stack = self.stack();
         let ctx = Self::ctx(Caller::ROOT);
         let is_open = |n| self.is_open(n);
@@ -140,6 +143,7 @@ impl Volume {
         new_name: &[u8],
         flags: RenameFlags,
     ) -> Result<()> {
+        self.shared.limit.note_freed();
         let stack = self.stack();
         let ctx = Self::ctx(Caller::ROOT);
         let is_open = |n| self.is_open(n);
@@ -155,6 +159,7 @@ impl Volume {
 
     /// Changes attributes. A size change truncates or extends a regular file.
     pub fn setattr(&self, node: NodeId, change: &SetAttr) -> Result<Attr> {
+        self.shared.limit.note_freed();
         let stack = self.stack();
         stack.upper()?;
         // Only dropping set-ID bits (asked on every unprivileged write in direct-I/O mode):
@@ -200,6 +205,7 @@ impl Volume {
             }
             if let Some(mode) = change.mode {
                 record.perm = (mode & 0o7777) as u16;
+                chmod_acl(&mut record);
             }
             if let Some(uid) = change.uid {
                 record.uid = uid;
@@ -308,6 +314,11 @@ impl Volume {
                 XattrMode::Replace if !exists => return Err(Error::NoAttr(text())),
                 _ => {}
             }
+            let value = match value {
+                Some(bytes) if name == acl::ACCESS => set_access_acl(&mut record, bytes)?,
+                Some(bytes) if name == acl::DEFAULT => Some(Acl::decode(bytes).map(|_| bytes)?),
+                value => value,
+            };
             record.set_xattr(name, value);
             record.ctime = now;
             copy_up::store(w, &stack, node, &record)
@@ -319,6 +330,28 @@ impl Volume {
         let stack = self.stack();
         let r = self.shared.store.meta().read();
         Ok(lookup::entry(&r, &stack.layers, parent, name)?.is_some())
+    }
+}
+
+/// Setting an access ACL sets the mode's permission bits; an ACL the mode says exactly is not
+/// stored (as ext4 does). Returns what to store.
+fn set_access_acl<'a>(record: &mut NodeRecord, bytes: &'a [u8]) -> Result<Option<&'a [u8]>> {
+    let acl = Acl::decode(bytes)?;
+    record.perm = (record.perm & !0o777) | acl.perm_bits();
+    Ok((!acl.is_minimal()).then_some(bytes))
+}
+
+/// chmod of a node with an access ACL: its owner, mask (or group) and other entries follow.
+fn chmod_acl(record: &mut NodeRecord) {
+    let Some(bytes) = record.xattr(acl::ACCESS) else {
+        return;
+    };
+    match Acl::decode(bytes) {
+        Ok(mut acl) => {
+            acl.chmod(record.perm & 0o777);
+            record.set_xattr(acl::ACCESS, Some(&acl.encode()));
+        }
+        Err(e) => tracing::warn!("chmod leaves a malformed access ACL as it is: {e}"),
     }
 }
 

@@ -29,7 +29,8 @@ impl Volume {
         let stack = self.stack();
         stack.upper()?;
         let state = self.file_state(&stack, node)?;
-        let mut fd = state.data.lock().unwrap();
+        let fd = state.data.lock().unwrap();
+        let mut fd = self.charge_write(&state, fd, offset, data)?;
         self.ensure_copied_up(&stack, node, &mut fd)?;
         if end > fd.size {
             self.resize(&mut fd, end)?;
@@ -200,6 +201,7 @@ impl Volume {
 
     /// `fallocate`: extend, reserve, or punch a hole.
     pub fn fallocate(&self, node: NodeId, mode: Fallocate, offset: u64, len: u64) -> Result<()> {
+        self.shared.limit.note_freed();
         let end = offset
             .checked_add(len)
             .filter(|end| *end <= MAX_FILE_SIZE)

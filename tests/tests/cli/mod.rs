@@ -160,19 +160,28 @@ pub struct Cli {
     pub store: PathBuf,
     /// Every daemon pid seen, to kill in Drop.
     pub pids: std::sync::Mutex<Vec<u32>>,
+    /// Variables every command gets (a remote's AWS_* settings).
+    pub env: Vec<(String, String)>,
 }
 
 impl Cli {
-    /// A fresh store with `base` imported from a small tree, and `containers` on it.
-    pub fn new(containers: &[&str]) -> Cli {
+    /// A fresh, empty store.
+    pub fn bare() -> Cli {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
         let cli = Cli {
             dir,
             store,
             pids: Default::default(),
+            env: Vec::new(),
         };
         cli.ok(&["init"]);
+        cli
+    }
+
+    /// A fresh store with `base` imported from a small tree, and `containers` on it.
+    pub fn new(containers: &[&str]) -> Cli {
+        let cli = Cli::bare();
         let src = cli.path("src");
         std::fs::create_dir_all(src.join("etc")).unwrap();
         std::fs::write(src.join("etc/hostname"), "base\n").unwrap();
@@ -202,7 +211,8 @@ impl Cli {
             .arg(&self.store)
             .args(args)
             .env_remove("TESSERA_STORE")
-            .env_remove("RUST_LOG");
+            .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 

@@ -21,7 +21,8 @@ use super::memory::Attribution;
 #[derive(Debug, Clone, Copy)]
 pub struct BedOptions {
     pub containers: usize,
-    /// Block cache of the Tessera store (share-memory mode reads through it).
+    /// Block cache of the Tessera store: read-around for reads of part of a block, and every
+    /// block share-memory mode reads.
     pub block_cache_bytes: usize,
     /// Tessera's FUSE request threads (None: `MountConfig`'s default).
     pub threads: Option<usize>,
@@ -121,8 +122,7 @@ impl Bed {
 
     fn tessera(&self, opts: BedOptions) -> Result<TesseraBed> {
         let shared = self.system == System::TesseraShared;
-        let cache = if shared { opts.block_cache_bytes } else { 0 };
-        let mut options = crate::service::store_options().block_cache_bytes(cache);
+        let mut options = crate::service::store_options().block_cache_bytes(opts.block_cache_bytes);
         if let Some(bytes) = opts.block_size {
             options = options.block_size(bytes);
         }
@@ -247,6 +247,16 @@ impl Bed {
             Some(Kind::Tessera(t)) => Some(&t.store),
             _ => None,
         }
+    }
+
+    /// Writes back dirty data and drops the kernel's caches and the Tessera store's block
+    /// cache, so the next read is cold on every system.
+    pub fn drop_caches(&self) -> Result<()> {
+        if let Some(Kind::Tessera(t)) = &self.kind {
+            t.store.sync().context("syncing the store")?;
+            t.store.drop_block_cache();
+        }
+        super::memory::drop_caches()
     }
 
     /// Makes every change durable (not part of any measured time).

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::bed::{Bed, BedOptions, Usage};
 use super::data::{self, Lowers};
-use super::memory::{self, Growth, Snapshot};
+use super::memory::{Growth, Snapshot};
 use super::probe::{self, WriteTiming};
 use super::report::{Report, Table, Unit};
 use super::{Common, Env, System, fio, guard};
@@ -192,7 +192,7 @@ impl Window {
     /// Usage first (it syncs), then drop caches, then the memory snapshot.
     fn open(bed: &Bed, rel: &str) -> Result<Window> {
         let usage = bed.usage()?;
-        memory::drop_caches()?;
+        bed.drop_caches()?;
         let memory = Snapshot::take(&bed.attribution(rel));
         Ok(Window { usage, memory })
     }
@@ -261,7 +261,7 @@ fn small_write(
         "open(O_WRONLY) + pwrite(1 byte at {offset}) + fsync + close, median of {runs} run(s), \
          each in a fresh container after drop_caches"
     ));
-    let opts = env.bed_options(runs, 0);
+    let opts = env.bed_options(runs, super::DAEMON_CACHE_BYTES);
     each_system(
         env,
         &args.systems,
@@ -338,7 +338,7 @@ fn sqlite(
         "sqlite3 defaults but the journal mode (synchronous=FULL), {rows} rows of 1000 bytes, \
          random rows; first txn = a sqlite3 process doing one UPDATE (includes the copy-up)"
     ));
-    let opts = env.bed_options(1, 0);
+    let opts = env.bed_options(1, super::DAEMON_CACHE_BYTES);
     let updates = args.updates.max(1);
     each_system(
         env,
@@ -389,7 +389,7 @@ fn random_write(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) ->
         "{} (wall time includes open, i.e. the copy-up, and the final fsync)",
         fio::describe("randwrite", args.image_size, length)
     ));
-    let opts = env.bed_options(1, 0);
+    let opts = env.bed_options(1, super::DAEMON_CACHE_BYTES);
     each_system(
         env,
         &args.systems,
@@ -437,7 +437,7 @@ fn containers(env: &Env, args: &Args, lowers: &Lowers, report: &mut Report) -> R
         "one after another: open + pwrite(1 byte at {offset}, a different value per container) \
          + fsync + close; caches dropped once before the first"
     ));
-    let opts = env.bed_options(n, 0);
+    let opts = env.bed_options(n, super::DAEMON_CACHE_BYTES);
     each_system(
         env,
         &args.systems,

@@ -101,6 +101,9 @@ impl System {
     }
 }
 
+/// The block cache a daemon started by `tessera mount` has (its `--cache-size` default).
+pub const DAEMON_CACHE_BYTES: u64 = 1 << 30;
+
 /// What a run needs from its environment, settled once at its start.
 pub struct Env {
     pub json: bool,
@@ -136,7 +139,8 @@ impl Env {
         })
     }
 
-    /// How beds of this run are built.
+    /// How beds of this run are built: `block_cache_bytes` is the Tessera store's verified
+    /// block cache (what a daemon gets from `--cache-size`).
     pub fn bed_options(&self, containers: usize, block_cache_bytes: u64) -> bed::BedOptions {
         bed::BedOptions {
             containers,

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::bed::Bed;
 use super::data::{self, Lowers};
-use super::memory::{self, Snapshot};
+use super::memory::Snapshot;
 use super::probe;
 use super::report::{Report, Table, Target, Unit};
 use super::{Common, Env, System, fio, guard, mount_memory, mount_sync};
@@ -60,7 +60,8 @@ pub struct Args {
     /// Containers in the shared-memory workload.
     #[arg(long, default_value_t = 4)]
     pub containers: usize,
-    /// Block cache of the store in share-memory mode.
+    /// Block cache of the Tessera stores (`tessera mount --cache-size`): read-around for reads
+    /// of part of a block, and every block in share-memory mode.
     #[arg(long, value_parser = super::parse_size, default_value = "1G")]
     pub cache_size: u64,
     /// Small files in the image `chown -R` walks.
@@ -222,7 +223,7 @@ fn per_system(
 ) -> Result<()> {
     let runs = args.runs.max(1);
     let spinner = env.step(&format!("setting up {}", system.name()));
-    let opts = env.bed_options(2 * runs + 3, 0);
+    let opts = env.bed_options(2 * runs + 3, args.cache_size);
     let bed = match Bed::new(system, lower, &env.scratch, opts) {
         Ok(bed) => bed,
         Err(e) if !system.is_tessera() => {
@@ -316,7 +317,7 @@ fn reads(args: &Args, bed: &Bed, container: usize, measured: &mut Measured) -> R
     let gib_s = |bytes: u64, took: std::time::Duration| bytes as f64 / GIB / took.as_secs_f64();
     let (mut colds, mut warms, mut growths) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.read_runs.max(1) {
-        memory::drop_caches()?;
+        bed.drop_caches()?;
         let before = Snapshot::take(&bed.attribution(data::BIG));
         let (bytes, cold) = probe::sequential_read(&path)?;
         growths.push(Snapshot::take(&bed.attribution(data::BIG)).growth_since(&before));
@@ -354,7 +355,7 @@ fn fio_runs(
     let length = fio::Length::Seconds(args.runtime);
     let size = args.file_size;
     let before = bed.usage()?;
-    memory::drop_caches()?;
+    bed.drop_caches()?;
     let write = fio::run(
         &bed.view(container).join(data::BIG),
         "randwrite",
@@ -369,7 +370,7 @@ fn fio_runs(
     let (mut cold, mut warm) = (Value::Null, Value::Null);
     if read_too {
         let path = bed.view(container + 1).join(data::BIG);
-        memory::drop_caches()?;
+        bed.drop_caches()?;
         let read = fio::run(&path, "randread", size, length, &[])?;
         measured.put(bed.system, "randread_iops", read.iops);
         cold = read.iops.into();

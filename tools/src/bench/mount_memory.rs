@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::copy_up::each_system;
 use super::data::{self, Lowers};
-use super::memory::{self, Snapshot};
+use super::memory::Snapshot;
 use super::mount::{Args, Measured};
 use super::probe;
 use super::report::{Report, Table, Target, Unit};
@@ -53,7 +53,7 @@ pub fn shared(
     ));
     let opts = env.bed_options(n, args.cache_size);
     each_system(env, &systems, &lower, opts, report, &mut table, |bed| {
-        memory::drop_caches()?;
+        bed.drop_caches()?;
         let before = Snapshot::take(&bed.attribution(data::BIG));
         let started = Instant::now();
         for i in 0..bed.containers() {
@@ -116,10 +116,10 @@ pub fn chown(
         "chown -R 1000:1000 after drop_caches; sync = Store::sync (Tessera) or syncfs of the \
          upper filesystem; bytes added = allocated growth once durable",
     );
-    let opts = env.bed_options(1, 0);
+    let opts = env.bed_options(1, super::DAEMON_CACHE_BYTES);
     each_system(env, &systems, &lower, opts, report, &mut table, |bed| {
         let before = bed.usage()?;
-        memory::drop_caches()?;
+        bed.drop_caches()?;
         let took = probe::chown_tree(&bed.view(0).join(data::TREE))?;
         let started = Instant::now();
         bed.sync()?;

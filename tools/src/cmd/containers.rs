@@ -31,13 +31,21 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
                 c.name.clone(),
                 c.image.clone(),
                 output::size(c.layer_bytes),
+                c.size_limit.map(output::size).unwrap_or_else(|| "-".into()),
                 if c.mounted { "mounted" } else { "" }.to_string(),
                 output::time(c.created),
             ]
         })
         .collect();
     output::table(
-        &["CONTAINER", "IMAGE", "CHANGED", "STATE", "CREATED (UTC)"],
+        &[
+            "CONTAINER",
+            "IMAGE",
+            "CHANGED",
+            "LIMIT",
+            "STATE",
+            "CREATED (UTC)",
+        ],
         &rows,
     );
     Ok(())

@@ -38,7 +38,8 @@ enum Action {
         /// Keep running with no mounts.
         #[arg(long)]
         persist: bool,
-        /// Block cache size for share-memory mounts.
+        /// Size of the verified block cache: blocks of which a read asked a part, and every
+        /// block read by share-memory mounts.
         #[arg(long, default_value = "1G")]
         cache_size: String,
     },
@@ -81,13 +82,16 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
         Action::Run {
             persist,
             cache_size,
-        } => daemon::run(
-            store,
-            DaemonOptions {
-                persist,
-                cache_bytes: super::mount::cache_bytes(&cache_size)?,
-                initial_mount: None,
-            },
-        ),
+        } => {
+            daemon::malloc::fix_mmap_threshold();
+            daemon::run(
+                store,
+                DaemonOptions {
+                    persist,
+                    cache_bytes: super::mount::cache_bytes(&cache_size)?,
+                    initial_mount: None,
+                },
+            )
+        }
     }
 }

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use tessera::store::{Remote, RemoteUrl};
 use tessera::store_dir::ImageInfo;
 
 use crate::client;
@@ -11,30 +12,61 @@ use crate::service::Request;
 
 /// List images.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  tessera images --json")]
+#[command(
+    after_help = "Examples:\n  tessera images --json\n  tessera images --remote s3://images/farm"
+)]
 pub struct Args {
     /// Print as JSON.
     #[arg(long)]
     json: bool,
+    /// List the images of a remote (s3://BUCKET/PREFIX) instead of the store's.
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
+    if let Some(url) = &args.remote {
+        return run_remote(url, args.json);
+    }
     let reply = client::call(store, Request::Images)?;
     if args.json {
         return output::json(&reply);
     }
     let images: Vec<ImageInfo> = serde_json::from_value(reply)?;
-    let rows: Vec<Vec<String>> = images
+    let rows = images
         .iter()
-        .map(|i| {
+        .map(|i| (&i.name, i.layers, i.layer_bytes, i.created));
+    print_table("SIZE", rows);
+    Ok(())
+}
+
+/// The images table: name, layers, a size (its header given), creation time.
+fn print_table<'a>(size_header: &str, images: impl Iterator<Item = (&'a String, usize, u64, i64)>) {
+    let rows: Vec<Vec<String>> = images
+        .map(|(name, layers, bytes, created)| {
             vec![
-                i.name.clone(),
-                i.layers.to_string(),
-                output::size(i.layer_bytes),
-                output::time(i.created),
+                name.clone(),
+                layers.to_string(),
+                output::size(bytes),
+                output::time(created),
             ]
         })
         .collect();
-    output::table(&["IMAGE", "LAYERS", "SIZE", "CREATED (UTC)"], &rows);
+    output::table(&["IMAGE", "LAYERS", size_header, "CREATED (UTC)"], &rows);
+}
+
+/// Lists a remote's images: reads each manifest (no store needed).
+fn run_remote(url: &str, json: bool) -> Result<()> {
+    let url: RemoteUrl = url.parse()?;
+    let remote = Remote::connect(&url)?;
+    let images = tessera::transfer::remote_images_info(&remote)
+        .with_context(|| format!("listing the images of {url}"))?;
+    if json {
+        return output::json(&serde_json::to_value(images)?);
+    }
+    let rows = images
+        .iter()
+        .map(|i| (&i.name, i.layers, i.block_bytes, i.created));
+    print_table("BLOCKS SIZE", rows);
     Ok(())
 }

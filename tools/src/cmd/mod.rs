@@ -15,5 +15,6 @@ pub mod import;
 pub mod init;
 pub mod maintenance;
 pub mod mount;
+pub mod remote;
 pub mod remove;
 pub mod stats;

@@ -27,7 +27,9 @@ pub struct Args {
     /// Run the daemon in this terminal (until Ctrl-C or the last unmount).
     #[arg(long)]
     foreground: bool,
-    /// Block cache size for share-memory mounts when this starts the daemon.
+    /// Size of the daemon's verified block cache when this starts it: blocks of which a read
+    /// asked a part (their neighbours are the likely next reads), and every block read by
+    /// share-memory mounts.
     #[arg(long, default_value = "1G")]
     cache_size: String,
 }
@@ -65,6 +67,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
         if client::daemon(store).is_some() {
             bail!("a daemon already serves this store; mount without --foreground");
         }
+        crate::daemon::malloc::fix_mmap_threshold();
         println!(
             "mounting {} at {} (Ctrl-C to stop)",
             args.container,
@@ -79,7 +82,10 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
     }
     let stream = match client::daemon(store) {
         Some(stream) => stream,
-        None => client::start_daemon(store)?,
+        None => {
+            cache_bytes(&args.cache_size)?;
+            client::start_daemon(store, &args.cache_size)?
+        }
     };
     protocol::call(
         stream,
@@ -169,6 +175,21 @@ pub fn print_status(value: &Value) {
             output::size(cache["bytes"].as_u64().unwrap_or(0)),
             cache["hits"],
             cache["misses"]
+        );
+    }
+    println!(
+        "durability: {} fsyncs served by the intent log (one disk sync each), {} metadata commits",
+        value["intent_log_fsyncs"].as_u64().unwrap_or(0),
+        value["metadata_commits"].as_u64().unwrap_or(0)
+    );
+    if let Some(remote) = value["remote"].as_object() {
+        let size = |key: &str| output::size(remote[key].as_u64().unwrap_or(0));
+        println!(
+            "remote: {} requests, {} fetched, {} sent; the local packs (its cache) hold {}",
+            remote["requests"],
+            size("bytes_fetched"),
+            size("bytes_sent"),
+            size("local_pack_bytes")
         );
     }
     let reclaim = &value["reclaim"];

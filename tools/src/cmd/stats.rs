@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tessera::stats::StatsReport;
 
 use crate::client;
@@ -13,7 +13,9 @@ use crate::service::Request;
 /// container, copy-up bytes versus whole-file copy-up, how many layers share each block, and
 /// the top files by shared and by copied-up bytes.
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  tessera stats --json debian:12 web1")]
+#[command(
+    after_help = "Example:\n  tessera stats --json debian:12 web1\n  tessera stats --html stats.html"
+)]
 pub struct Args {
     /// Only these images and containers (all when none).
     names: Vec<String>,
@@ -21,8 +23,11 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     top: usize,
     /// Print as JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "html")]
     json: bool,
+    /// Write the report as one self-contained HTML page (SVG charts, no script) to FILE.
+    #[arg(long, value_name = "FILE")]
+    html: Option<std::path::PathBuf>,
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
@@ -37,6 +42,12 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
         return output::json(&reply);
     }
     let r: StatsReport = serde_json::from_value(reply)?;
+    if let Some(path) = &args.html {
+        let page = crate::stats_page::page(&r)?;
+        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
     print(&r);
     Ok(())
 }

@@ -4,10 +4,12 @@
 //! SIGTERM, SIGINT and `tessera daemon stop` flush and unmount everything. Unless started with
 //! `--persist`, it exits once its last mount is gone (or if it never gets one).
 
+pub mod malloc;
 pub mod paths;
 pub mod protocol;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -90,6 +92,10 @@ impl Daemon {
             bail!("{} is already a tessera mount", mountpoint.display());
         }
         let volume = self.store.open_container(&container)?;
+        // A container with a size limit is served write-through: a write past the limit then
+        // fails at write(2) with ENOSPC, as on ext4 or xfs, not later at write back (fsync,
+        // close) with the kernel's cache showing bytes that were never stored.
+        let write_through = write_through || volume.size_limit().is_some();
         let config = MountConfig {
             share_memory,
             writeback_cache: !write_through,
@@ -187,6 +193,13 @@ impl Daemon {
             "block_cache": cache,
             "reclaim": self.store.reclaim_status(),
             "intent_log_fsyncs": self.store.intent_log_fsyncs(),
+            "metadata_commits": self.store.commit_count(),
+            "remote": self.store.remote_figures().map(|(f, local)| json!({
+                "requests": f.requests,
+                "bytes_fetched": f.bytes_fetched,
+                "bytes_sent": f.bytes_sent,
+                "local_pack_bytes": local,
+            })),
         })
     }
 
@@ -264,6 +277,10 @@ pub fn run(store_path: &Path, options: DaemonOptions) -> Result<()> {
     let _ = std::fs::remove_file(&paths.socket);
     let listener = UnixListener::bind(&paths.socket)
         .with_context(|| format!("listening on {}", paths.socket.display()))?;
+    // Whoever may connect drives the daemon (mounts, commits, exports): its owner only. (Its
+    // directory is owner-only too, so there is no window before this.)
+    std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} owner-only", paths.socket.display()))?;
     let daemon = Arc::new(Daemon {
         store,
         store_path: std::fs::canonicalize(store_path)?,

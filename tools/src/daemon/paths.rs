@@ -41,8 +41,21 @@ impl DaemonPaths {
         })
     }
 
+    /// Creates the sockets' directory, owner-only (whoever reaches a socket drives a daemon),
+    /// and tightens one made before that rule.
     pub fn create_dir(&self) -> Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let dir = self.socket.parent().expect("socket has a directory");
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))
+                .with_context(|| format!("making {} owner-only", dir.display()))?;
+        }
+        Ok(())
     }
 }

@@ -19,18 +19,12 @@ pub enum Reply {
     Error(String),
 }
 
-/// Connects to a running daemon; `None` when none listens (a stale socket is removed).
+/// Connects to a running daemon; `None` when none listens.
 pub fn connect(socket: &Path) -> Option<UnixStream> {
-    match UnixStream::connect(socket) {
-        Ok(stream) => Some(stream),
-        Err(e) => {
-            if e.raw_os_error() == Some(libc::ECONNREFUSED) {
-                // The daemon that made it is gone (killed): nothing listens any more.
-                let _ = std::fs::remove_file(socket);
-            }
-            None
-        }
-    }
+    // A refused connection is not proof of a stale socket: a daemon starting now has bound
+    // its socket and not yet listened on it. Only a daemon that holds the store lock removes
+    // a socket left behind (unlinking it here once cut a starting daemon off for good).
+    UnixStream::connect(socket).ok()
 }
 
 /// Sends a request and waits for the reply.

@@ -1,0 +1,227 @@
+//! A block store backed by a remote (an S3-API object store), with the local packs as its
+//! cache: one more [`BlockStore`], so nothing above the seam knows a block may live elsewhere.
+//!
+//! The remote holds sealed packs as immutable objects and their indexes (layout: `bucket.rs`,
+//! docs/design.md §8). The store knows the remote packs whose indexes it attached (pulled with
+//! an image, uploaded by this store, or found by [`RemotePacks::refresh`]); their indexes are
+//! kept under `STORE/remote/URLHASH/`, so opening reads local files only and makes no request
+//! — it never lists or downloads every remote pack.
+//!
+//! Reads: a block the local packs hold is read from them; any other block the attached indexes
+//! name is fetched with one ranged GET, verified against its id, then put into the local packs
+//! and served from there. A block whose bytes do not match its id is neither served nor kept
+//! (a `Corrupt` error naming the object and offset). Writes (`put`, staging) go to the local
+//! packs only, deduplicated against the remote too; [`RemoteStore::upload`] sends blocks the
+//! remote lacks. The durability contract is the local store's: the remote only ever adds
+//! copies, and a crash loses at most cached copies of remote blocks, fetched again on demand.
+
+pub mod bucket;
+mod client;
+mod index_cache;
+mod remote_packs;
+mod upload;
+
+use std::collections::BTreeMap;
+
+pub use bucket::{LAYOUT_VERSION, PackName};
+pub use client::{Remote, RemoteFigures, RemoteUrl};
+pub use remote_packs::RemotePacks;
+pub use upload::UploadReport;
+
+use super::ReclaimPlan;
+use super::pack_store::{PackStore, PackStoreConfig};
+use super::{BlockLocation, BlockRead, BlockStore, BlockStoreStats, Checkpoint, Staging};
+use crate::error::Result;
+use crate::format::records::PackRecord;
+use crate::ids::{BlockId, PackId};
+use crate::io::Io;
+use crate::layout::StoreLayout;
+
+pub struct RemoteStore {
+    local: PackStore,
+    packs: RemotePacks,
+    config: PackStoreConfig,
+}
+
+impl RemoteStore {
+    /// Opens the local packs (recovering as `PackStore::open` does) and the indexes of the
+    /// remote packs attached earlier. Makes no request to the remote.
+    pub fn open(
+        io: Io,
+        layout: StoreLayout,
+        config: PackStoreConfig,
+        records: &BTreeMap<PackId, PackRecord>,
+        remote: Remote,
+    ) -> Result<RemoteStore> {
+        let local = PackStore::open(io.clone(), layout.clone(), config.clone(), records)?;
+        let packs = RemotePacks::open(io, layout, config.block_size, config.pack_target, remote)?;
+        Ok(RemoteStore {
+            local,
+            packs,
+            config,
+        })
+    }
+
+    /// The remote packs this store knows.
+    pub fn packs(&self) -> &RemotePacks {
+        &self.packs
+    }
+
+    pub fn remote(&self) -> &Remote {
+        self.packs.remote()
+    }
+
+    /// Whether the remote holds the block (as far as the attached indexes tell).
+    pub fn remote_holds(&self, id: &BlockId) -> bool {
+        self.packs.holds(id)
+    }
+
+    /// Uploads the listed blocks the remote lacks (see `RemotePacks::upload`).
+    pub fn upload(&self, ids: &[BlockId]) -> Result<UploadReport> {
+        self.packs.upload(ids, &self.local)
+    }
+
+    /// Makes every listed block local: a block the local packs lack is fetched (verified)
+    /// and put into them.
+    fn make_local(&self, ids: impl Iterator<Item = BlockId>) -> Result<()> {
+        for id in ids {
+            if !self.local.contains(&id)? {
+                let data = self.packs.fetch(&id)?;
+                self.local.put(&[(id, &data)])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Staging that also skips blocks the remote holds.
+struct RemoteStaging<'a> {
+    inner: Box<dyn Staging + 'a>,
+    store: &'a RemoteStore,
+}
+
+impl Staging for RemoteStaging<'_> {
+    fn put(&mut self, blocks: &[(BlockId, &[u8])]) -> Result<u64> {
+        let fresh: Vec<(BlockId, &[u8])> = blocks
+            .iter()
+            .filter(|(id, _)| !self.store.remote_holds(id))
+            .copied()
+            .collect();
+        self.inner.put(&fresh)
+    }
+
+    fn holds(&self, id: &BlockId) -> bool {
+        self.inner.holds(id)
+    }
+
+    fn adopt(self: Box<Self>) -> Result<()> {
+        self.inner.adopt()
+    }
+}
+
+impl BlockStore for RemoteStore {
+    fn block_size(&self) -> usize {
+        self.config.block_size as usize
+    }
+
+    fn contains(&self, id: &BlockId) -> Result<bool> {
+        Ok(self.local.contains(id)? || self.remote_holds(id))
+    }
+
+    fn put(&self, blocks: &[(BlockId, &[u8])]) -> Result<u64> {
+        let fresh: Vec<(BlockId, &[u8])> = blocks
+            .iter()
+            .filter(|(id, _)| !self.remote_holds(id))
+            .copied()
+            .collect();
+        self.local.put(&fresh)
+    }
+
+    fn get(&self, id: &BlockId, out: &mut [u8]) -> Result<usize> {
+        self.make_local(std::iter::once(*id))?;
+        self.local.get(id, out)
+    }
+
+    fn read_blocks(&self, reads: &mut [BlockRead<'_>], fill_cache: bool) -> Result<()> {
+        self.make_local(reads.iter().map(|r| r.id))?;
+        self.local.read_blocks(reads, fill_cache)
+    }
+
+    fn stage(&self) -> Result<Box<dyn Staging + '_>> {
+        Ok(Box::new(RemoteStaging {
+            inner: self.local.stage()?,
+            store: self,
+        }))
+    }
+
+    fn sync(&self) -> Result<Checkpoint> {
+        self.local.sync()
+    }
+
+    fn acknowledge(&self, checkpoint: &Checkpoint) {
+        self.local.acknowledge(checkpoint)
+    }
+
+    /// Puts (and blocks fetched from the remote) go to the local packs: settled when they are.
+    fn is_settled(&self) -> bool {
+        self.local.is_settled()
+    }
+
+    /// Blocks and bytes held locally or on the remote (each once); packs and pack bytes are
+    /// the local cache's.
+    fn stats(&self) -> BlockStoreStats {
+        let mut stats = self.local.stats();
+        let local: std::collections::HashSet<BlockId> = self
+            .local
+            .locations()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        for (id, len) in self.packs.known_blocks() {
+            if !local.contains(&id) {
+                stats.blocks += 1;
+                stats.block_bytes += len as u64;
+            }
+        }
+        stats
+    }
+
+    /// The local packs' blocks (the cache); remote-only blocks have no local location.
+    fn locations(&self) -> Result<Vec<(BlockId, BlockLocation)>> {
+        self.local.locations()
+    }
+
+    fn plan_reclaim(&self, live: &dyn Fn(&BlockId) -> bool) -> Result<ReclaimPlan> {
+        self.local.plan_reclaim(live)
+    }
+
+    fn reclaim(&self, plan: &ReclaimPlan) -> Result<()> {
+        self.local.reclaim(plan)
+    }
+
+    fn delete_retired(&self) -> Result<u64> {
+        self.local.delete_retired()
+    }
+
+    fn cache_figures(&self) -> Option<(usize, u64, u64)> {
+        self.local.cache_figures()
+    }
+
+    fn drop_cache(&self) {
+        self.local.drop_cache()
+    }
+
+    fn damage(&self) -> Vec<String> {
+        self.local.damage()
+    }
+
+    fn remote_packs(&self) -> Option<&RemotePacks> {
+        Some(&self.packs)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_server;
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,162 @@
+//! The packs of one remote that a store knows: their indexes (attached from the remote, kept
+//! under `STORE/remote/URLHASH/`), the blocks they hold, verified fetches of single blocks, and
+//! uploads of blocks the remote lacks. Used by the remote-backed store and by push and pull.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use super::Remote;
+use super::bucket::{self, IndexEntries, PackName};
+use crate::error::{Error, Result};
+use crate::format::pack_index::Entry;
+use crate::ids::BlockId;
+use crate::io::Io;
+use crate::layout::StoreLayout;
+
+/// Where a block lives on the remote.
+#[derive(Debug, Clone)]
+pub(super) struct RemoteBlock {
+    pub(super) pack: Arc<PackName>,
+    pub(super) entry: Entry,
+}
+
+pub struct RemotePacks {
+    pub(super) remote: Remote,
+    pub(super) io: Io,
+    pub(super) layout: StoreLayout,
+    pub(super) block_size: u32,
+    pub(super) pack_target: u64,
+    /// Blocks of the attached packs.
+    pub(super) known: RwLock<HashMap<BlockId, RemoteBlock>>,
+    attached: RwLock<BTreeMap<PackName, Arc<PackName>>>,
+}
+
+impl RemotePacks {
+    /// What crossed the network since the store was opened.
+    pub fn figures(&self) -> super::RemoteFigures {
+        self.remote.figures()
+    }
+
+    /// The packs of `remote` this store attached earlier (local files only, no request).
+    pub fn open(
+        io: Io,
+        layout: StoreLayout,
+        block_size: u32,
+        pack_target: u64,
+        remote: Remote,
+    ) -> Result<RemotePacks> {
+        let packs = RemotePacks {
+            remote,
+            io,
+            layout,
+            block_size,
+            pack_target,
+            known: RwLock::new(HashMap::new()),
+            attached: RwLock::new(BTreeMap::new()),
+        };
+        for (name, entries) in packs.load_cached_indexes()? {
+            packs.add_index(name, entries);
+        }
+        Ok(packs)
+    }
+
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// Whether the remote holds the block (as far as the attached indexes tell).
+    pub fn holds(&self, id: &BlockId) -> bool {
+        self.known.read().unwrap().contains_key(id)
+    }
+
+    /// The pack holding a block and the block's length.
+    pub fn location(&self, id: &BlockId) -> Option<(PackName, u32)> {
+        let known = self.known.read().unwrap();
+        known.get(id).map(|b| ((*b.pack).clone(), b.entry.len))
+    }
+
+    /// The attached packs.
+    pub fn attached_packs(&self) -> Vec<PackName> {
+        self.attached.read().unwrap().keys().cloned().collect()
+    }
+
+    /// Every block of the attached packs and its length.
+    pub fn known_blocks(&self) -> Vec<(BlockId, u32)> {
+        let known = self.known.read().unwrap();
+        known.iter().map(|(id, b)| (*id, b.entry.len)).collect()
+    }
+
+    pub(super) fn add_index(&self, name: PackName, entries: IndexEntries) {
+        let mut attached = self.attached.write().unwrap();
+        let pack = attached
+            .entry(name.clone())
+            .or_insert_with(|| Arc::new(name))
+            .clone();
+        let mut known = self.known.write().unwrap();
+        for (id, entry) in entries {
+            known.entry(id).or_insert(RemoteBlock {
+                pack: pack.clone(),
+                entry,
+            });
+        }
+    }
+
+    /// Attaches a remote pack: fetches its index (one GET), checks it, keeps it locally.
+    /// Returns false when it was attached already.
+    pub fn attach(&self, name: &PackName) -> Result<bool> {
+        if self.attached.read().unwrap().contains_key(name) {
+            return Ok(false);
+        }
+        let bytes = self.remote.get(&bucket::index_key(name))?;
+        let entries = bucket::decode_index(name, &bytes)?;
+        self.keep_index(name, &bytes)?;
+        self.add_index(name.clone(), entries);
+        Ok(true)
+    }
+
+    /// Attaches every remote pack not attached yet: one listing of the packs' directory and
+    /// one GET per new index (a push dedups against what other hosts uploaded).
+    pub fn refresh(&self) -> Result<usize> {
+        let mut added = 0;
+        for file in self.remote.list(&bucket::packs_dir())? {
+            if let Some((name, true)) = PackName::from_file_name(&file)
+                && self.attach(&name)?
+            {
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Fetches one block with one ranged GET and verifies it against its id. A block whose
+    /// bytes do not match is a `Corrupt` error (and a log line) naming the pack and offset.
+    pub fn fetch(&self, id: &BlockId) -> Result<Vec<u8>> {
+        let Some(at) = self.known.read().unwrap().get(id).cloned() else {
+            return Err(Error::Corrupt(format!(
+                "block {id} is referenced but not stored"
+            )));
+        };
+        if at.entry.len == 0 || at.entry.len > self.block_size {
+            return Err(Error::Corrupt(format!(
+                "block {id} in remote pack {} has invalid length {}",
+                at.pack.0, at.entry.len
+            )));
+        }
+        let key = bucket::pack_key(&at.pack);
+        let range = at.entry.offset..at.entry.offset + at.entry.len as u64;
+        let data = self.remote.get_range(&key, range)?;
+        if data.len() != at.entry.len as usize || BlockId::of(&data) != *id {
+            tracing::error!(
+                "block {id} fetched from {}/{key} at offset {} does not match its id",
+                self.remote.url(),
+                at.entry.offset
+            );
+            return Err(Error::Corrupt(format!(
+                "block {id} in remote pack {} at offset {} does not match its id",
+                at.pack.0, at.entry.offset
+            )));
+        }
+        tracing::debug!(block = %id, pack = %at.pack.0, offset = at.entry.offset, "fetched");
+        Ok(data)
+    }
+}

@@ -1,0 +1,169 @@
+//! Tests of what only a remote-backed store does (the conformance suite covers the rest):
+//! they need the S3 server, so `store::tests::remote_store_against_rgw` runs them with the
+//! one server of this test binary.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::test_server::S3Server;
+use super::{Remote, RemoteStore, bucket};
+use crate::error::ErrorKind;
+use crate::format::records::PackRecord;
+use crate::ids::{BlockId, PackId};
+use crate::io::{Io, RealIo};
+use crate::layout::StoreLayout;
+use crate::store::BlockStore;
+use crate::store::pack_store::PackStoreConfig;
+
+const BS: usize = 4096;
+
+pub(crate) fn config() -> PackStoreConfig {
+    PackStoreConfig {
+        block_size: BS as u32,
+        pack_target: 64 * 1024,
+        cache_bytes: 0,
+    }
+}
+
+pub(crate) fn open(
+    dir: &Path,
+    remote: &Remote,
+    records: &BTreeMap<PackId, PackRecord>,
+) -> RemoteStore {
+    let layout = StoreLayout::new(dir);
+    RemoteStore::open(
+        RealIo::new() as Io,
+        layout,
+        config(),
+        records,
+        remote.clone(),
+    )
+    .unwrap()
+}
+
+fn blocks(seed: u8, n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| (0..BS).map(|j| (j * 31 + i * 7) as u8 ^ seed).collect())
+        .collect()
+}
+
+fn put_all(store: &RemoteStore, data: &[Vec<u8>]) -> Vec<BlockId> {
+    let ids: Vec<BlockId> = data.iter().map(|d| BlockId::of(d)).collect();
+    let pairs: Vec<(BlockId, &[u8])> = ids.iter().zip(data).map(|(i, d)| (*i, &d[..])).collect();
+    store.put(&pairs).unwrap();
+    ids
+}
+
+fn read(store: &RemoteStore, id: &BlockId) -> Result<Vec<u8>, crate::error::Error> {
+    let mut out = vec![0u8; BS];
+    let n = store.get(id, &mut out)?;
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Host B opens without a request, attaches what host A uploaded, fetches each block once
+/// with one ranged GET, and serves it locally from then on (across a reopen too).
+pub(crate) fn reads_through_the_remote_and_keeps_what_it_fetched(server: &S3Server) {
+    let remote = server.fresh_remote("read-through");
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(a_dir.path(), &remote, &BTreeMap::new());
+    let data = blocks(1, 40);
+    let ids = put_all(&a, &data);
+    let report = a.upload(&ids).unwrap();
+    assert_eq!((report.blocks, report.block_bytes), (40, 40 * BS as u64));
+    assert!(report.packs >= 2, "64 KiB packs: {report:?}");
+
+    let b_remote = server.remote_at(remote.url());
+    let b = open(b_dir.path(), &b_remote, &BTreeMap::new());
+    assert_eq!(b_remote.figures().requests + b_remote.figures().lists, 0);
+    assert!(!b.contains(&ids[0]).unwrap());
+    assert_eq!(b.packs().refresh().unwrap() as u64, report.packs);
+    let before = b_remote.figures();
+    for (id, want) in ids.iter().zip(&data) {
+        assert_eq!(read(&b, id).unwrap(), *want);
+        assert_eq!(read(&b, id).unwrap(), *want, "second read, local");
+    }
+    let after = b_remote.figures();
+    assert_eq!(
+        after.requests - before.requests,
+        40,
+        "one ranged GET per block"
+    );
+    assert_eq!(after.bytes_fetched - before.bytes_fetched, 40 * BS as u64);
+    // What was fetched is kept: recorded with the next commit, served after a reopen.
+    let checkpoint = b.sync().unwrap();
+    b.acknowledge(&checkpoint);
+    drop(b);
+    let b = open(b_dir.path(), &b_remote, &checkpoint.packs);
+    assert_eq!(
+        b.packs().attached_packs().len() as u64,
+        report.packs,
+        "indexes kept locally"
+    );
+    for (id, want) in ids.iter().zip(&data) {
+        assert_eq!(read(&b, id).unwrap(), *want);
+    }
+    assert_eq!(
+        b_remote.figures(),
+        after,
+        "the reopened store made no request"
+    );
+}
+
+/// A block whose remote bytes were changed is neither served nor kept.
+pub(crate) fn a_tampered_object_is_never_served_or_kept(server: &S3Server) {
+    let remote = server.fresh_remote("tampered");
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(a_dir.path(), &remote, &BTreeMap::new());
+    let data = blocks(2, 3);
+    let ids = put_all(&a, &data);
+    a.upload(&ids).unwrap();
+    let pack = a.packs().attached_packs().pop().unwrap();
+    let key = bucket::pack_key(&pack);
+    let mut bytes = remote.get(&key).unwrap();
+    let at = a.packs().known.read().unwrap()[&ids[1]].entry;
+    bytes[at.offset as usize + 100] ^= 0x5a;
+    remote.put(&key, bytes).unwrap();
+
+    let b = open(b_dir.path(), &remote, &BTreeMap::new());
+    b.packs().refresh().unwrap();
+    let err = read(&b, &ids[1]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains(&pack.0), "names the object: {err}");
+    assert!(b.locations().unwrap().is_empty(), "nothing kept");
+    assert!(read(&b, &ids[1]).is_err(), "still refused");
+    // Its neighbours in the same object still read.
+    assert_eq!(read(&b, &ids[0]).unwrap(), data[0]);
+    assert_eq!(read(&b, &ids[2]).unwrap(), data[2]);
+}
+
+/// A second upload of an overlapping set sends only the new blocks; a store that attached
+/// the remote's packs does not store remote blocks again.
+pub(crate) fn uploads_only_what_the_remote_lacks(server: &S3Server) {
+    let remote = server.fresh_remote("dedup");
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(a_dir.path(), &remote, &BTreeMap::new());
+    let first = blocks(3, 20);
+    let first_ids = put_all(&a, &first);
+    a.upload(&first_ids).unwrap();
+    // Host B has the first set and five new blocks; it learns what the remote holds.
+    let b = open(b_dir.path(), &remote, &BTreeMap::new());
+    b.packs().refresh().unwrap();
+    let mut second = first.clone();
+    second.extend(blocks(4, 5));
+    let second_ids: Vec<BlockId> = second.iter().map(|d| BlockId::of(d)).collect();
+    let pairs: Vec<(BlockId, &[u8])> = second_ids
+        .iter()
+        .zip(&second)
+        .map(|(i, d)| (*i, &d[..]))
+        .collect();
+    assert_eq!(
+        b.put(&pairs).unwrap(),
+        5 * BS as u64,
+        "dedup against the remote"
+    );
+    let report = b.upload(&second_ids).unwrap();
+    assert_eq!((report.blocks, report.block_bytes), (5, 5 * BS as u64));
+    assert!(report.bytes_sent < 5 * BS as u64 + 16 * 1024, "{report:?}");
+    assert_eq!(b.upload(&second_ids).unwrap().blocks, 0, "nothing twice");
+}

@@ -1,0 +1,96 @@
+//! Which block store a store opens: its packs, or — once it pulled an image lazily — the
+//! remote-backed store over them, whose remote `STORE/remote/backing` names (one URL). The
+//! remote's client comes from `StoreOptions::remote`, else from the AWS_* variables.
+
+use std::collections::BTreeMap;
+
+use super::StoreOptions;
+use crate::error::{Error, IoContext, Result};
+use crate::format::records::PackRecord;
+use crate::format::store_header::StoreHeader;
+use crate::ids::PackId;
+use crate::io::{Io, OpenMode};
+use crate::layout::StoreLayout;
+use crate::store::pack_store::PackStoreConfig;
+use crate::store::{BlockStore, MemoryStore, PackStore, Remote, RemoteStore, RemoteUrl};
+
+pub(super) fn open_blocks(
+    io: &Io,
+    layout: &StoreLayout,
+    options: &StoreOptions,
+    header: &StoreHeader,
+    records: &BTreeMap<PackId, PackRecord>,
+) -> Result<Box<dyn BlockStore>> {
+    if options.blocks_in_memory {
+        return Ok(Box::new(MemoryStore::new(header.block_size as usize)));
+    }
+    let config = PackStoreConfig {
+        block_size: header.block_size,
+        pack_target: header.pack_target,
+        cache_bytes: options.block_cache_bytes,
+    };
+    let remote = match (backing_url(io, layout)?, &options.remote) {
+        (Some(url), Some(remote)) if *remote.url() != url => {
+            return Err(Error::InvalidInput(format!(
+                "the store is backed by {url}, not {}",
+                remote.url()
+            )));
+        }
+        (_, Some(remote)) => Some(remote.clone()),
+        (Some(url), None) => Some(Remote::connect(&url)?),
+        (None, None) => None,
+    };
+    Ok(match remote {
+        Some(remote) => Box::new(RemoteStore::open(
+            io.clone(),
+            layout.clone(),
+            config,
+            records,
+            remote,
+        )?),
+        None => Box::new(PackStore::open(
+            io.clone(),
+            layout.clone(),
+            config,
+            records,
+        )?),
+    })
+}
+
+/// The remote the store is backed by, if any.
+pub(crate) fn backing_url(io: &Io, layout: &StoreLayout) -> Result<Option<RemoteUrl>> {
+    let path = layout.remote_backing();
+    if !io.exists(&path) {
+        return Ok(None);
+    }
+    let file = io
+        .open(&path, OpenMode::ReadOnly)
+        .ctx(|| format!("opening {}", path.display()))?;
+    let mut bytes = vec![0u8; file.len().ctx(|| format!("reading {}", path.display()))? as usize];
+    file.read_exact_at(&mut bytes, 0)
+        .ctx(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))
+}
+
+/// Records durably that the store is backed by `url` (before metadata references a block
+/// only the remote holds).
+pub(crate) fn record_backing(io: &Io, layout: &StoreLayout, url: &RemoteUrl) -> Result<()> {
+    let dir = layout.remotes_dir();
+    io.create_dir_all(&dir)
+        .ctx(|| format!("creating {}", dir.display()))?;
+    let (tmp, path) = (layout.remote_backing_tmp(), layout.remote_backing());
+    let file = io
+        .open(&tmp, OpenMode::Create)
+        .ctx(|| format!("creating {}", tmp.display()))?;
+    file.set_len(0)
+        .and_then(|_| file.write_all_at(format!("{url}\n").as_bytes(), 0))
+        .and_then(|_| file.sync_data())
+        .ctx(|| format!("writing {}", tmp.display()))?;
+    io.rename(&tmp, &path)
+        .and_then(|_| io.sync_dir(&dir))
+        .ctx(|| format!("renaming {} into place", tmp.display()))
+}

@@ -1,0 +1,32 @@
+//! Moving images between a store and a remote: `push` publishes a local image (blocks the
+//! remote lacks, then its manifest), `pull` makes a remote image usable locally. The manifest
+//! format is `manifest.rs`; the blocks go through `store::remote::RemotePacks`.
+
+pub mod manifest;
+mod pull;
+mod push;
+#[cfg(test)]
+pub(crate) mod tests;
+
+pub use pull::{PullReport, RemoteImageInfo, read_manifest, remote_images, remote_images_info};
+pub use push::PushReport;
+
+use crate::error::Result;
+use crate::store::remote::{Remote, RemotePacks};
+use crate::store_dir::Store;
+
+/// A pack uploaded by a push holds up to this many bytes of blocks (it is built in memory).
+pub const REMOTE_PACK_TARGET: u64 = 32 << 20;
+
+impl Store {
+    /// The remote packs of `remote` this store knows (their indexes are kept in the store).
+    pub fn remote_packs(&self, remote: Remote) -> Result<RemotePacks> {
+        RemotePacks::open(
+            self.inner.io.clone(),
+            self.inner.layout.clone(),
+            self.block_size(),
+            REMOTE_PACK_TARGET,
+            remote,
+        )
+    }
+}

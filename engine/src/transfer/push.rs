@@ -1,0 +1,160 @@
+//! `push`: publishes a local image on a remote. The blocks the remote lacks are uploaded first
+//! (deduplicated against every pack on the remote, whichever image or host put it there), then
+//! the manifest — last, so a push that stops half way publishes nothing.
+
+use std::collections::{BTreeSet, HashSet};
+
+use super::manifest::{MANIFEST_VERSION, Manifest, ManifestLayer, to_hex};
+use crate::error::{Error, Result};
+use crate::format::records as rec;
+use crate::ids::{BlockId, LayerId, PageId};
+use crate::meta::records::Records;
+use crate::meta::{MetaRead, Table};
+use crate::store::remote::{RemotePacks, UploadReport, bucket};
+use crate::store_dir::Store;
+use crate::tree::block_map::{self, block_count};
+use crate::tree::node::Content;
+use crate::tree::pages::MetaPages;
+
+/// What a push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PushReport {
+    pub image: String,
+    pub remote: String,
+    pub layers: usize,
+    /// The image's distinct non-zero blocks, and how many of them the remote lacked.
+    pub blocks: u64,
+    pub uploaded: UploadReport,
+    pub manifest_bytes: u64,
+    /// Every byte written to the remote (packs, indexes, format, manifest).
+    pub bytes_sent: u64,
+}
+
+/// The metadata of an image, read in one consistent view.
+pub(super) struct Collected {
+    pub(super) manifest: Manifest,
+    pub(super) blocks: Vec<BlockId>,
+}
+
+pub(super) fn collect(store: &Store, name: &str) -> Result<Collected> {
+    let r = store.meta().read();
+    let image = r
+        .image(name)?
+        .ok_or_else(|| Error::NotFound(format!("image {name}")))?;
+    let mut stack = r.stack_of(Some(image.top))?;
+    stack.reverse();
+    let pages_src = MetaPages {
+        meta: &r,
+        cache: store.pages(),
+    };
+    let bs = store.block_size() as u64;
+    let mut pages: BTreeSet<PageId> = BTreeSet::new();
+    let mut blocks: HashSet<BlockId> = HashSet::new();
+    let mut layers = Vec::new();
+    let mut max_node = 0;
+    for layer in &stack {
+        let record = r
+            .layer(*layer)?
+            .ok_or_else(|| Error::Corrupt(format!("layer {layer} is missing")))?;
+        let (nodes, node_max) = layer_nodes(&r, *layer)?;
+        max_node = max_node.max(node_max);
+        for (node, record) in r.layer_nodes(*layer)? {
+            let Content::File { size, root, .. } = record.content else {
+                continue;
+            };
+            block_map::visit(
+                &pages_src,
+                root,
+                block_count(size, bs),
+                &mut |page| pages.insert(page),
+                &mut |_, id| {
+                    blocks.insert(id);
+                },
+            )
+            .map_err(|e| Error::Corrupt(format!("node {node} of layer {layer}: {e}")))?;
+        }
+        layers.push(ManifestLayer {
+            created: record.created,
+            diff_id: record.diff_id,
+            nodes,
+            dirents: layer_dirents(&r, *layer)?,
+        });
+    }
+    let pages = pages
+        .iter()
+        .map(|id| Ok(to_hex(&r.page_bytes(id)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let blocks: Vec<BlockId> = blocks.into_iter().collect();
+    Ok(Collected {
+        manifest: Manifest {
+            manifest: MANIFEST_VERSION,
+            block_size: store.block_size(),
+            created: image.created,
+            config: image.config,
+            layers,
+            pages,
+            packs: Vec::new(),
+            blocks: blocks.len() as u64,
+            block_bytes: 0,
+            max_node,
+        },
+        blocks,
+    })
+}
+
+fn layer_nodes(r: &dyn MetaRead, layer: LayerId) -> Result<(Vec<(u64, String)>, u64)> {
+    let mut max = 0;
+    let mut out = Vec::new();
+    for (key, value) in r.scan(Table::Nodes, &rec::layer_prefix(layer))? {
+        let node = rec::split_node_key(&key)?.1;
+        max = max.max(node.0);
+        out.push((node.0, to_hex(&value)));
+    }
+    Ok((out, max))
+}
+
+fn layer_dirents(r: &dyn MetaRead, layer: LayerId) -> Result<Vec<(u64, String, String)>> {
+    r.scan(Table::Dirents, &rec::layer_prefix(layer))?
+        .into_iter()
+        .map(|(key, value)| {
+            let (_, parent, name) = rec::split_dirent_key(&key)?;
+            Ok((parent.0, to_hex(name), to_hex(&value)))
+        })
+        .collect()
+}
+
+impl Store {
+    /// Publishes image `name` on the remote under the same name.
+    pub fn push(&self, name: &str, packs: &RemotePacks) -> Result<PushReport> {
+        let sent_before = packs.remote().figures().bytes_sent;
+        // Blocks the image references stay while they are read for the upload.
+        let _blocks_stay = self.reclaim_guard();
+        let Collected {
+            mut manifest,
+            blocks,
+        } = collect(self, name)?;
+        packs.refresh()?;
+        let uploaded = packs.upload(&blocks, self.blocks())?;
+        let mut names = BTreeSet::new();
+        for id in &blocks {
+            let at = packs.location(id).ok_or_else(|| {
+                Error::Corrupt(format!("block {id} is neither uploaded nor on the remote"))
+            })?;
+            manifest.block_bytes += at.1 as u64;
+            names.insert(at.0.0);
+        }
+        manifest.packs = names.into_iter().collect();
+        let bytes = manifest.encode()?;
+        let manifest_bytes = bytes.len() as u64;
+        packs.remote().put(&bucket::image_key(name), bytes)?;
+        Ok(PushReport {
+            image: name.to_string(),
+            remote: packs.remote().url().to_string(),
+            layers: manifest.layers.len(),
+            blocks: blocks.len() as u64,
+            uploaded,
+            manifest_bytes,
+            bytes_sent: packs.remote().figures().bytes_sent - sent_before,
+        })
+    }
+}

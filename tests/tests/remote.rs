@@ -1,0 +1,186 @@
+//! Two hosts, one bucket (issue 10): stores A and B share a remote on a real S3 server (Ceph
+//! RGW, scripts/s3-server.sh). A imports and pushes; B pulls, changes the image in a container,
+//! commits and pushes; A pulls B's image and reads B's change byte for byte. Each push sends
+//! only the blocks the remote lacks. Failures are one clear line and change nothing.
+//! One test: the server starts once for this binary.
+
+#[allow(dead_code)]
+mod cli;
+
+use cli::*;
+use serde_json::Value;
+use tessera::store::Remote;
+use tessera::{Store, StoreOptions};
+use tessera_tests::mount::can_mount;
+use tessera_tests::s3_server::S3Server;
+use tessera_tests::{bytes, read_file, write_file};
+
+fn with_remote(mut cli: Cli, server: &S3Server) -> Cli {
+    cli.env = server.vars.clone();
+    cli
+}
+
+fn u(v: &Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("{path} in {v}"))
+}
+
+/// B's change: a new file and a rewritten one, in a container on the pulled image.
+fn change_in_a_container(b: &Cli) {
+    b.ok(&["create", "c", "--from", "base"]);
+    let store = Store::open(&b.store, StoreOptions::default()).unwrap();
+    let view = store.container_view("c").unwrap();
+    write_file(&view, "etc/hostname", b"changed on host B\n");
+    write_file(&view, "new.bin", &bytes(2, 300_000));
+    view.sync().unwrap();
+    drop(view);
+    store.sync().unwrap();
+    drop(store);
+    b.ok(&["commit", "c", "--name", "img2"]);
+}
+
+#[test]
+fn two_hosts_share_one_bucket() {
+    let Some(server) = S3Server::start() else {
+        return;
+    };
+    let url = server.fresh_url("two-hosts");
+    let a = with_remote(Cli::new(&[]), &server);
+    let b = with_remote(Cli::bare(), &server);
+
+    // A: the whole image goes up (1 MiB file + hostname: 17 blocks).
+    let first = a.json(&["push", "base", &url, "--json"]);
+    assert_eq!(u(&first, "/blocks"), 17, "{first}");
+    assert_eq!(u(&first, "/uploaded/blocks"), 17, "{first}");
+    assert_eq!(u(&first, "/uploaded/block_bytes"), (1 << 20) + 5);
+    let listed = a.json(&["images", "--remote", &url, "--json"]);
+    assert_eq!(listed[0]["name"], "base", "{listed}");
+
+    // B: pulls (every block crosses the network once), changes, commits, pushes.
+    let pulled = b.json(&["pull", &url, "base", "--json"]);
+    assert_eq!(u(&pulled, "/fetched_blocks"), 17, "{pulled}");
+    change_in_a_container(&b);
+    let second = b.json(&["push", "img2", &url, "--json"]);
+    // Only the new blocks: hostname (1) and new.bin (5: four whole, one partial).
+    assert_eq!(u(&second, "/uploaded/blocks"), 6, "{second}");
+    let new_bytes = 300_000 + "changed on host B\n".len() as u64;
+    assert_eq!(u(&second, "/uploaded/block_bytes"), new_bytes, "{second}");
+    let overhead = u(&second, "/bytes_sent") - new_bytes;
+    // Padding to 4 KiB per block, a pack header page, a segment header, the index, the
+    // manifest: nothing of the 17 blocks the remote had.
+    assert!(overhead < 6 * 4096 + 3 * 4096 + 8192, "{second}");
+    assert!(
+        u(&second, "/bytes_sent") < u(&first, "/bytes_sent") / 2,
+        "{second}"
+    );
+    eprintln!(
+        "first push sent {} bytes, second push {} bytes",
+        u(&first, "/bytes_sent"),
+        u(&second, "/bytes_sent")
+    );
+
+    // A: pulls B's image, fetching only the new blocks, and reads B's change.
+    let pulled = a.json(&["pull", &url, "img2", "--name", "from-b", "--json"]);
+    assert_eq!(u(&pulled, "/fetched_blocks"), 6, "{pulled}");
+    let files = a.export("from-b");
+    assert_eq!(files["etc/hostname"], b"changed on host B\n");
+    assert_eq!(files["new.bin"], bytes(2, 300_000));
+    assert_eq!(files["big.bin"], bytes(1, 1 << 20));
+    let names: Vec<String> = a
+        .json(&["images", "--remote", &url, "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["base", "img2"]);
+
+    failures_are_one_line_and_change_nothing(&a, &url);
+    a_lazy_pull_fetches_blocks_on_first_read(&server, &url);
+}
+
+/// Host C pulls B's image lazily: metadata only; each block crosses the network on its first
+/// read (one ranged GET), verified, and is served locally after that. A later process opens
+/// the store over the remote by itself.
+fn a_lazy_pull_fetches_blocks_on_first_read(server: &S3Server, url: &str) {
+    let c = with_remote(Cli::bare(), server);
+    let pulled = c.json(&["pull", url, "img2", "--lazy", "--json"]);
+    assert_eq!(u(&pulled, "/fetched_blocks"), 0, "{pulled}");
+    // The manifest and the indexes of the image's packs: no block.
+    assert!(u(&pulled, "/bytes_fetched") < 32 * 1024, "{pulled}");
+    eprintln!("lazy pull fetched {} bytes", u(&pulled, "/bytes_fetched"));
+
+    let remote = Remote::connect_with(&url.parse().unwrap(), server.vars.clone()).unwrap();
+    let store = Store::open(&c.store, StoreOptions::default().remote(remote.clone())).unwrap();
+    assert_eq!(
+        remote.figures(),
+        Default::default(),
+        "opening made no request"
+    );
+    let view = store.open_image("img2").unwrap();
+    assert_eq!(read_file(&view, "etc/hostname"), b"changed on host B\n");
+    assert_eq!(remote.figures().requests, 1, "one ranged GET");
+    assert_eq!(remote.figures().bytes_fetched, 18);
+    assert_eq!(read_file(&view, "new.bin"), bytes(2, 300_000));
+    assert_eq!(remote.figures().requests, 6, "one per block of new.bin");
+    assert_eq!(read_file(&view, "etc/hostname"), b"changed on host B\n");
+    assert_eq!(remote.figures().requests, 6, "read again: served locally");
+    drop(view);
+    store.sync().unwrap();
+    drop(store);
+
+    // A container on the image mounts at once; the daemon opens the store over the remote by
+    // itself and fetches big.bin on its first read through FUSE.
+    if can_mount() {
+        c.ok(&["create", "lazy", "--from", "img2"]);
+        let mountpoint = c.mountpoint("m");
+        c.mount("lazy", &mountpoint);
+        assert_eq!(
+            std::fs::read(mountpoint.join("big.bin")).unwrap(),
+            bytes(1, 1 << 20)
+        );
+        std::fs::write(mountpoint.join("written.txt"), "on host C\n").unwrap();
+        // daemon status reports what the first read fetched.
+        let status = c.json(&["daemon", "status", "--json"]);
+        assert!(u(&status, "/remote/bytes_fetched") >= 1 << 20, "{status}");
+        assert!(
+            u(&status, "/remote/local_pack_bytes") >= 1 << 20,
+            "{status}"
+        );
+        assert!(c.ok(&["daemon", "status"]).contains("fetched"));
+        c.ok(&["umount", s(&mountpoint)]);
+        c.ok(&["commit", "lazy", "--name", "img3"]);
+        assert_eq!(c.export("img3")["written.txt"], b"on host C\n");
+    }
+
+    // A new process (the CLI) opens the store over its remote and reads the rest.
+    let files = c.export("img2");
+    assert_eq!(files["big.bin"], bytes(1, 1 << 20));
+    assert_eq!(files["new.bin"], bytes(2, 300_000));
+    c.ok(&["fsck"]);
+}
+
+fn failures_are_one_line_and_change_nothing(a: &Cli, url: &str) {
+    let images = a.ok(&["images", "--json"]);
+    a.fails(&["pull", url, "nosuch"], "image nosuch on");
+    a.fails(&["pull", "http://bucket/x", "base"], "s3://BUCKET/PREFIX");
+    a.fails(&["push", "nosuch", url], "image nosuch not found");
+    a.fails(&["pull", url, "base", "--name", "from-b"], "already exists");
+    // The same store, the server unreachable.
+    let mut env = a.env.clone();
+    env.push(("AWS_ENDPOINT_URL".into(), "http://127.0.0.1:1".into()));
+    let down = Cli {
+        dir: tempfile::tempdir().unwrap(),
+        store: a.store.clone(),
+        pids: Default::default(),
+        env,
+    };
+    down.fails(&["pull", url, "base", "--name", "other"], "remote:");
+    down.fails(&["push", "base", url], "remote:");
+    assert_eq!(
+        a.ok(&["images", "--json"]),
+        images,
+        "the store is unchanged"
+    );
+}

@@ -1,0 +1,109 @@
+//! `tessera push` and `tessera pull`: images to and from a remote (`s3://BUCKET/PREFIX`, an
+//! S3-API object store configured by the AWS_* variables of the process that runs the request:
+//! this one, or the store's daemon when one runs).
+
+use std::path::Path;
+
+use anyhow::Result;
+use tessera::store::RemoteUrl;
+use tessera::transfer::{PullReport, PushReport};
+
+use crate::client;
+use crate::output;
+use crate::service::Request;
+
+/// Publish an image on a remote: uploads the blocks the remote lacks, then the manifest.
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  \
+    AWS_ENDPOINT_URL=http://127.0.0.1:17480 AWS_ALLOW_HTTP=true \\\n  \
+    tessera push debian:12 s3://images/farm")]
+pub struct PushArgs {
+    /// The local image.
+    image: String,
+    /// The remote: s3://BUCKET/PREFIX (credentials and endpoint from the AWS_* variables).
+    url: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Make a remote image usable locally: fetches its metadata and the blocks the store lacks.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  tessera pull s3://images/farm debian:12 --name debian\n  tessera pull s3://images/farm debian:12 --lazy   # blocks on first read"
+)]
+pub struct PullArgs {
+    /// The remote: s3://BUCKET/PREFIX.
+    url: String,
+    /// The image on the remote.
+    image: String,
+    /// The local image's name (default: the remote image's).
+    #[arg(long)]
+    name: Option<String>,
+    /// Fetch the metadata only: blocks are fetched on first read, and the store is backed by
+    /// the remote from then on (it connects with the AWS_* variables when it opens).
+    #[arg(long)]
+    lazy: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_push(store: &Path, args: PushArgs) -> Result<()> {
+    let url: RemoteUrl = args.url.parse()?;
+    let spinner = output::Spinner::start("pushing");
+    let reply = client::call(
+        store,
+        Request::Push {
+            image: args.image,
+            url: url.to_string(),
+        },
+    );
+    spinner.finish();
+    let reply = reply?;
+    if args.json {
+        return output::json(&reply);
+    }
+    let r: PushReport = serde_json::from_value(reply)?;
+    println!(
+        "pushed {} to {}: {} layer(s), {} blocks, {} new ({} of blocks), {} sent in all",
+        r.image,
+        r.remote,
+        r.layers,
+        r.blocks,
+        r.uploaded.blocks,
+        output::size(r.uploaded.block_bytes),
+        output::size(r.bytes_sent)
+    );
+    Ok(())
+}
+
+pub fn run_pull(store: &Path, args: PullArgs) -> Result<()> {
+    let url: RemoteUrl = args.url.parse()?;
+    let spinner = output::Spinner::start("pulling");
+    let reply = client::call(
+        store,
+        Request::Pull {
+            url: url.to_string(),
+            image: args.image,
+            name: args.name,
+            lazy: args.lazy,
+        },
+    );
+    spinner.finish();
+    let reply = reply?;
+    if args.json {
+        return output::json(&reply);
+    }
+    let r: PullReport = serde_json::from_value(reply)?;
+    println!(
+        "pulled {} from {}: {} layer(s), {} blocks, {} fetched, {} received in all",
+        r.image,
+        r.remote,
+        r.layers,
+        r.blocks,
+        r.fetched_blocks,
+        output::size(r.bytes_fetched)
+    );
+    Ok(())
+}
