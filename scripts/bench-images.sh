@@ -4,7 +4,11 @@
 #     few more packages), each packed as a one-layer OCI image with umoci, imported into a fresh
 #     store: import throughput, and the bytes stored against the bytes that are unique across
 #     both images at the store's block size (`tessera analyze`, which reads without importing);
-#  2. `tessera stats` on a store holding 100,000 files.
+#  2. `tessera stats` on a store holding 100,000 files;
+#  3. compression: the same two images, and 1 GiB of incompressible data, imported into a
+#     store made with `--compression none` and one made with `--compression zstd:3`, side by
+#     side: stored bytes, import throughput, and a cold sequential read of every file through
+#     a mount (caches dropped, daemon restarted).
 # Needs root, network access to the Debian mirror of /etc/apt, and a release build:
 #   cargo build --release -p tessera-tools && scripts/bench-images.sh
 # WORK (default /var/tmp/tessera-images) keeps the root filesystems between runs.
@@ -15,6 +19,8 @@ WORK=${WORK:-/var/tmp/tessera-images}
 SUITE=${SUITE:-bookworm}
 EXTRA=${EXTRA:-python3-minimal,curl,ca-certificates,less}
 FILES=${FILES:-100000}
+# SECTIONS: which of 1, 2, 3 to run (default all).
+SECTIONS=${SECTIONS:-123}
 
 for tool in debootstrap umoci python3; do
     command -v "$tool" > /dev/null || { echo "bench-images: $tool is missing (apt-get install $tool)" >&2; exit 1; }
@@ -63,6 +69,7 @@ fi
 store=$WORK/store
 rm -rf "$store"
 export TESSERA_STORE=$store
+if [[ $SECTIONS == *1* ]]; then
 "$TESSERA" init > /dev/null
 block_size=$("$TESSERA" stats --json | json "d['block_size']")
 sync
@@ -91,8 +98,12 @@ print(f"stored / unique: {stored / unique:.4f} (target: within 5%, i.e. <= 1.05)
 print(f"stored / sum of images: {stored / logical:.4f}")
 EOF
 echo
+fi
 
 # 2. stats on a store with many files.
+if [[ $SECTIONS == *2* ]]; then
+rm -rf "$store"
+"$TESSERA" init > /dev/null
 tree=$WORK/tree-$FILES
 if [ ! -e "$tree/.complete" ]; then
     rm -rf "$tree"
@@ -118,5 +129,70 @@ for run in 1 2 3; do
     end=$(now)
     python3 -c "print(f'run $run: {$end-$start:.2f} s (target: under 2 s)')"
 done
+fi
+
+# 3. Compression, side by side with an uncompressed store.
+if [[ $SECTIONS == *3* ]]; then
+noise=$WORK/noise
+if [ ! -e "$noise/.complete" ]; then
+    mkdir -p "$noise"
+    head -c 1G /dev/urandom > "$noise/random.bin"
+    touch "$noise/.complete"
+fi
+mnt=$WORK/mnt
+mkdir -p "$mnt"
+cold_read() { # cold_read IMAGE: seconds to read every file of IMAGE through a mount, caches cold
+    "$TESSERA" create reader --from "$1" > /dev/null
+    "$TESSERA" mount reader "$mnt" > /dev/null
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    local start end
+    start=$(now)
+    find "$mnt" -type f -print0 | xargs -0 -r cat > /dev/null
+    end=$(now)
+    "$TESSERA" umount "$mnt" > /dev/null
+    "$TESSERA" rm reader > /dev/null
+    python3 -c "print(f'{$end-$start:.2f}')"
+}
+echo "### compression: the two Debian images, then 1 GiB of random bytes, into a store of each kind"
+echo "(import: caches dropped first; cold read: every file through a fresh mount, caches dropped)"
+unique=$("$TESSERA" analyze "$oci:a" "$oci:b" --block-sizes 64K --json | json "d['block_sizes'][0]['unique_bytes']")
+printf '%-10s %-8s %12s %10s %8s %14s %14s %12s\n' store data logical import_s MB/s stored_bytes stored/unique cold_read_s
+for compression in none zstd:3; do
+    rm -rf "$store"
+    "$TESSERA" init --compression "$compression" > /dev/null
+    before=0
+    for data in debian random; do
+        sync
+        echo 3 > /proc/sys/vm/drop_caches
+        start=$(now)
+        if [ "$data" = debian ]; then
+            "$TESSERA" import "$oci:a" --name "debian:a" > /dev/null
+            "$TESSERA" import "$oci:b" --name "debian:b" > /dev/null
+        else
+            "$TESSERA" import "$noise" --name random > /dev/null
+        fi
+        end=$(now)
+        if [ "$data" = debian ]; then
+            logical=$("$TESSERA" analyze "$oci:a" "$oci:b" --block-sizes 64K --json | json "d['logical_bytes']")
+            base=$unique
+        else
+            logical=$(stat -c %s "$noise/random.bin")
+            base=$logical
+        fi
+        total=$("$TESSERA" stats --json | json "d['store']['stored_block_bytes']")
+        stored=$((total - before))
+        before=$total
+        if [ "$data" = debian ]; then
+            a=$(cold_read debian:a)
+            b=$(cold_read debian:b)
+            read_s=$(python3 -c "print(f'{$a + $b:.2f}')")
+        else
+            read_s=$(cold_read random)
+        fi
+        python3 -c "l=$logical; t=$end-$start; print(f'{\"$compression\":<10} {\"$data\":<8} {l:>12} {t:>10.2f} {l/t/1e6:>8.0f} {$stored:>14} {$stored/$base:>14.3f} {$read_s:>12}')"
+    done
+done
+fi
 rm -rf "$store"
 echo "finished $(date -u '+%Y-%m-%d %H:%M UTC'); load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -26,13 +26,13 @@ pub fn decoders(data: &[u8]) {
     match which % 8 {
         0 => drop(store_header::StoreHeader::decode(bytes)),
         1 => drop(pack::PackHeader::decode(bytes)),
-        2 => drop(pack::decode_segment_header(bytes, 65536)),
+        2 => drop(pack::decode_segment_header(bytes, 2, 65536)),
         3 => drop(node::decode(bytes)),
         4 => drop(records::Dirent::decode(bytes)),
         5 => drop(records::PackRecord::decode(bytes)),
         _ => {
             for verify in [false, true] {
-                if let Ok(view) = pack_index::IndexView::parse(bytes, 1, verify) {
+                if let Ok(view) = pack_index::IndexView::parse(bytes, verify) {
                     for (id, _) in view.iter() {
                         let _ = view.find(&id);
                     }

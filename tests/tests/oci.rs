@@ -463,6 +463,13 @@ fn analyze_reports_each_block_size_without_a_store() {
         assert!(figures.unique_bytes < file_bytes - 131_072, "{figures:?}");
         assert!(figures.dedup_ratio > 1.0, "{figures:?}");
         assert!(figures.estimated_index_bytes >= 44 * figures.unique_blocks);
+        // Compressed as a default store would keep them: never more than the blocks.
+        assert!(figures.compressed_bytes > 0, "{figures:?}");
+        assert!(
+            figures.compressed_bytes <= figures.unique_bytes,
+            "{figures:?}"
+        );
+        assert!(figures.compression_ratio >= 1.0, "{figures:?}");
     }
     // Smaller blocks find more of the changed library shared (its first 16 KiB changed).
     let unique = |i: usize| one.block_sizes[i].unique_bytes;
@@ -477,6 +484,7 @@ fn analyze_reports_each_block_size_without_a_store() {
     assert_eq!(two.logical_bytes, 2 * file_bytes);
     for (a, b) in one.block_sizes.iter().zip(&two.block_sizes) {
         assert_eq!(a.unique_bytes, b.unique_bytes);
+        assert_eq!(a.compressed_bytes, b.compressed_bytes);
         assert!((b.dedup_ratio - 2.0 * a.dedup_ratio).abs() < 1e-9);
     }
     let kinds: Vec<SourceKind> = two.sources.iter().map(|s| s.format).collect();

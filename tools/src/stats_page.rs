@@ -36,7 +36,7 @@ pub fn page(r: &StatsReport) -> Result<String> {
     html += &format!(
         "<p>{} images, {} containers, {} files in their views; block size {}. Logical \
          {} in {} of distinct blocks referenced: dedup ratio <b id=\"dedup\">{:.2}×</b>. \
-         Stored {} in {} of packs; pending reclaim {}.</p>\n",
+         Stored {} (compression {}, {:.2}×) in {} of packs; pending reclaim {}.</p>\n",
         s.images,
         s.containers,
         s.files,
@@ -45,6 +45,8 @@ pub fn page(r: &StatsReport) -> Result<String> {
         bytes_span(s.referenced_bytes),
         s.dedup_ratio,
         bytes_span(s.stored_block_bytes),
+        escape(&s.compression),
+        s.compression_ratio,
         bytes_span(s.pack_bytes),
         bytes_span(s.reclaimable_bytes),
     );
@@ -99,13 +101,22 @@ pub fn page(r: &StatsReport) -> Result<String> {
                 o.files.to_string(),
                 bytes_span(o.logical_bytes),
                 bytes_span(o.referenced_bytes),
+                bytes_span(o.stored_bytes),
                 bytes_span(o.exclusive_bytes),
                 bytes_span(o.shared_bytes),
             ]
         })
         .collect();
     html += &table(
-        &["", "files", "logical", "referenced", "exclusive", "shared"],
+        &[
+            "",
+            "files",
+            "logical",
+            "referenced",
+            "stored (compressed)",
+            "exclusive",
+            "shared",
+        ],
         &rows,
     );
 

@@ -5,7 +5,8 @@
 //! header (64 bytes): magic "TIDX\0\0\0\0" | version u32 | reserved u32 | pack id u64 |
 //!                    count u64 | pack length u64 | zero padding
 //! fanout: 256 × u32, entry i = number of ids whose first byte is <= i
-//! entries: count × (block id [32] | offset u64 | length u32), sorted by id
+//! entries: count × (block id [32] | offset u64 | length u32), sorted by id; in version 2 the
+//!          length's top bit says the stored bytes are compressed (as in the pack)
 //! trailer: blake3 of every byte before it [32]
 //! ```
 
@@ -23,7 +24,20 @@ const TRAILER_LEN: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub offset: u64,
+    /// Bytes stored (the compressed length of a compressed block).
     pub len: u32,
+    /// Whether the stored bytes are a zstd frame of the block (format version 2).
+    pub compressed: bool,
+}
+
+impl Entry {
+    pub fn plain(offset: u64, len: u32) -> Entry {
+        Entry {
+            offset,
+            len,
+            compressed: false,
+        }
+    }
 }
 
 /// Encodes an index; `entries` need not be sorted.
@@ -52,7 +66,9 @@ pub fn encode(
         e.u32(total);
     }
     for (id, entry) in entries.iter() {
-        e.raw(id.as_bytes()).u64(entry.offset).u32(entry.len);
+        e.raw(id.as_bytes())
+            .u64(entry.offset)
+            .u32(super::pack::encode_len(entry.len, entry.compressed));
     }
     let mut bytes = e.finish();
     let sum = blake3::hash(&bytes);
@@ -69,14 +85,15 @@ pub struct IndexView<'a> {
 }
 
 impl<'a> IndexView<'a> {
-    /// Checks magic, version, size and (when `verify`) the trailing checksum.
-    pub fn parse(bytes: &'a [u8], version: u32, verify: bool) -> Result<IndexView<'a>> {
+    /// Checks magic, version (one this build reads), size and (when `verify`) the trailing
+    /// checksum.
+    pub fn parse(bytes: &'a [u8], verify: bool) -> Result<IndexView<'a>> {
         if bytes.len() < HEADER_LEN + FANOUT_LEN + TRAILER_LEN || &bytes[..8] != MAGIC {
             return Err(Error::Corrupt("pack index: bad magic or too short".into()));
         }
         let mut d = Decoder::new(&bytes[8..40], "pack index header");
         let found = d.u32()?;
-        if found != version {
+        if !(super::OLDEST_FORMAT_VERSION..=super::FORMAT_VERSION).contains(&found) {
             return Err(Error::Corrupt(format!("pack index version {found}")));
         }
         d.u32()?;
@@ -113,8 +130,16 @@ impl<'a> IndexView<'a> {
         let raw = &self.bytes[at..at + ENTRY_LEN];
         let id = BlockId(raw[..32].try_into().unwrap());
         let offset = u64::from_le_bytes(raw[32..40].try_into().unwrap());
-        let len = u32::from_le_bytes(raw[40..44].try_into().unwrap());
-        (id, Entry { offset, len })
+        let (len, compressed) =
+            super::pack::decode_len(u32::from_le_bytes(raw[40..44].try_into().unwrap()));
+        (
+            id,
+            Entry {
+                offset,
+                len,
+                compressed,
+            },
+        )
     }
 
     pub fn find(&self, id: &BlockId) -> Option<Entry> {
@@ -156,12 +181,13 @@ mod tests {
                     Entry {
                         offset: 4096 * i as u64,
                         len: i + 1,
+                        compressed: i % 3 == 0,
                     },
                 )
             })
             .collect();
         let bytes = encode(1, 3, 1 << 20, &mut entries.clone());
-        let view = IndexView::parse(&bytes, 1, true).unwrap();
+        let view = IndexView::parse(&bytes, true).unwrap();
         assert_eq!(view.count, 500);
         assert_eq!(view.pack_id, 3);
         for (id, entry) in entries.drain(..) {
@@ -170,6 +196,6 @@ mod tests {
         assert_eq!(view.find(&BlockId::of(b"absent")), None);
         let mut bad = bytes.clone();
         bad[200] ^= 1;
-        assert!(IndexView::parse(&bad, 1, true).is_err());
+        assert!(IndexView::parse(&bad, true).is_err());
     }
 }

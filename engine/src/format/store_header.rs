@@ -6,6 +6,7 @@
 
 use super::codec::{Decoder, Encoder};
 use crate::error::{Error, Result};
+use crate::store::Compression;
 
 pub const MAGIC: &[u8; 8] = b"TESSERA\0";
 pub const LEN: usize = 64;
@@ -15,6 +16,7 @@ pub struct StoreHeader {
     pub version: u32,
     pub block_size: u32,
     pub pack_target: u64,
+    pub compression: Compression,
 }
 
 impl StoreHeader {
@@ -24,7 +26,8 @@ impl StoreHeader {
             .u32(self.version)
             .u32(self.block_size)
             .u64(self.pack_target)
-            .raw(&[0; 24]);
+            .raw(&self.compression.to_header())
+            .raw(&[0; 22]);
         let mut bytes = e.finish();
         let sum = blake3::hash(&bytes);
         bytes.extend_from_slice(&sum.as_bytes()[..16]);
@@ -45,6 +48,7 @@ impl StoreHeader {
             version: d.u32()?,
             block_size: d.u32()?,
             pack_target: d.u64()?,
+            compression: Compression::from_header(d.array()?)?,
         })
     }
 }
@@ -56,9 +60,10 @@ mod tests {
     #[test]
     fn round_trip_and_checksum() {
         let h = StoreHeader {
-            version: 1,
+            version: 2,
             block_size: 65536,
             pack_target: 1 << 28,
+            compression: Compression::Zstd(3),
         };
         let mut bytes = h.encode();
         assert_eq!(StoreHeader::decode(&bytes).unwrap(), h);

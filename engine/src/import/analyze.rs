@@ -5,6 +5,9 @@
 //! thread, and hasher threads (one per core) split each into the smaller sizes, hash them
 //! (blake3, as the store does) and count distinct non-zero blocks per size.
 //!
+//! Compression per size: each distinct block is compressed as a store made with the default
+//! `--compression` keeps it (zstd:3, kept only where it saves an eighth; store/compress.rs).
+//!
 //! Index estimate per size: pack-index entries (44 bytes per unique block) plus block-map
 //! pages (4 KiB each; a file version of n > 1 blocks has the pages of a 128-ary tree over n).
 
@@ -18,7 +21,11 @@ use serde::{Deserialize, Serialize};
 use super::{BlockSink, LayerFeed, Sink, Source, SourceKind};
 use crate::error::{Error, Result};
 use crate::ids::is_all_zero;
+use crate::store::compress::{self, Compression, DEFAULT_ZSTD_LEVEL};
 use crate::tree::block_map::FANOUT;
+
+/// How a store made with the default `--compression` keeps blocks.
+const COMPRESSION: Compression = Compression::Zstd(DEFAULT_ZSTD_LEVEL);
 
 /// Bytes of one pack-index entry (id, offset, length).
 pub const INDEX_ENTRY_BYTES: u64 = 44;
@@ -44,6 +51,10 @@ pub struct BlockSizeFigures {
     /// Distinct non-zero blocks, and their bytes: what the packs would hold.
     pub unique_blocks: u64,
     pub unique_bytes: u64,
+    /// What the unique blocks would take compressed as a default store keeps them.
+    pub compressed_bytes: u64,
+    /// Unique bytes ÷ compressed bytes.
+    pub compression_ratio: f64,
     /// Non-zero logical bytes ÷ unique bytes.
     pub dedup_ratio: f64,
     /// Pack-index entries for the unique blocks.
@@ -79,7 +90,8 @@ fn map_pages(n: u64) -> u64 {
 /// What one hasher thread counted.
 struct Tally {
     zero: Vec<u64>,
-    unique: Vec<HashMap<[u8; 16], u32>>,
+    /// Per size: distinct blocks, each with its length and its compressed length.
+    unique: Vec<HashMap<[u8; 16], (u32, u32)>>,
 }
 
 fn hash_loop(rx: Receiver<Vec<u8>>, sizes: &[u32]) -> Tally {
@@ -95,7 +107,11 @@ fn hash_loop(rx: Receiver<Vec<u8>>, sizes: &[u32]) -> Tally {
                 } else {
                     let id = blake3::hash(block);
                     let key: [u8; 16] = id.as_bytes()[..16].try_into().expect("16 bytes");
-                    tally.unique[i].insert(key, block.len() as u32);
+                    tally.unique[i].entry(key).or_insert_with(|| {
+                        let stored = compress::compress(COMPRESSION, block)
+                            .map_or(block.len(), |frame| frame.len());
+                        (block.len() as u32, stored as u32)
+                    });
                 }
             }
         }
@@ -200,13 +216,14 @@ pub fn analyze(sources: &[PathBuf], block_sizes: &[u32]) -> Result<AnalyzeReport
     let (logical, holes, files, pages) = sink;
     let mut figures = Vec::new();
     for (i, bs) in sizes.iter().enumerate() {
-        let mut unique: HashMap<[u8; 16], u32> = HashMap::new();
+        let mut unique: HashMap<[u8; 16], (u32, u32)> = HashMap::new();
         let mut zero = holes;
         for tally in &tallies {
             zero += tally.zero[i];
             unique.extend(tally.unique[i].iter().map(|(k, v)| (*k, *v)));
         }
-        let unique_bytes: u64 = unique.values().map(|v| *v as u64).sum();
+        let unique_bytes: u64 = unique.values().map(|v| v.0 as u64).sum();
+        let compressed_bytes: u64 = unique.values().map(|v| v.1 as u64).sum();
         let unique_blocks = unique.len() as u64;
         let pack_index_bytes = unique_blocks * INDEX_ENTRY_BYTES;
         let block_map_bytes = pages[i] * PAGE_BYTES;
@@ -216,6 +233,12 @@ pub fn analyze(sources: &[PathBuf], block_sizes: &[u32]) -> Result<AnalyzeReport
             zero_bytes: zero,
             unique_blocks,
             unique_bytes,
+            compressed_bytes,
+            compression_ratio: if compressed_bytes == 0 {
+                1.0
+            } else {
+                unique_bytes as f64 / compressed_bytes as f64
+            },
             dedup_ratio: if unique_bytes == 0 {
                 1.0
             } else {

@@ -221,6 +221,12 @@ pub fn stats(store: &Store, options: &StatsOptions) -> Result<StatsReport> {
         block_size: store.block_size(),
         ..Default::default()
     };
+    report.store.compression = store.format().1.to_string();
+    // What each block takes in the packs (less than its length when compressed).
+    let mut stored: HashMap<BlockId, u32> = HashMap::new();
+    for (id, location) in store.blocks().locations()? {
+        stored.insert(id, location.len);
+    }
     let mut paths: HashMap<(LayerId, NodeId), (String, String)> = HashMap::new();
     let mut copied_files: Vec<FileFigure> = Vec::new();
     for ((kind, name, stack), set) in owners.iter().zip(&owner_sets) {
@@ -244,6 +250,8 @@ pub fn stats(store: &Store, options: &StatsOptions) -> Result<StatsReport> {
         })?;
         for (id, len) in set {
             figures.referenced_bytes += *len as u64;
+            // A block not held here (a lazily pulled image's) counts at its length.
+            figures.stored_bytes += stored.get(id).copied().unwrap_or(*len) as u64;
             if owner_count.get(id) == Some(&1) {
                 figures.exclusive_bytes += *len as u64;
             }
@@ -341,10 +349,6 @@ pub fn stats(store: &Store, options: &StatsOptions) -> Result<StatsReport> {
 
     report.store.referenced_blocks = all.len() as u64;
     report.store.referenced_bytes = all.iter().map(|id| lengths[id] as u64).sum();
-    let mut stored: HashMap<BlockId, u32> = HashMap::new();
-    for (id, location) in store.blocks().locations()? {
-        stored.insert(id, location.len);
-    }
     report.store.stored_blocks = stored.len() as u64;
     report.store.stored_block_bytes = stored.values().map(|l| *l as u64).sum();
     report.store.reclaimable_bytes = stored
@@ -352,6 +356,15 @@ pub fn stats(store: &Store, options: &StatsOptions) -> Result<StatsReport> {
         .filter(|(id, _)| !all.contains(id))
         .map(|(_, l)| *l as u64)
         .sum();
+    let (held_logical, held_stored) = stored
+        .iter()
+        .filter_map(|(id, l)| lengths.get(id).map(|len| (*len as u64, *l as u64)))
+        .fold((0, 0), |(a, b), (l, s)| (a + l, b + s));
+    report.store.compression_ratio = if held_stored == 0 {
+        1.0
+    } else {
+        held_logical as f64 / held_stored as f64
+    };
     report.store.pack_bytes = store.blocks().stats().pack_bytes;
     report.store.metadata_bytes = store.metadata_bytes();
     let nonzero = report.store.logical_bytes - report.store.zero_bytes;

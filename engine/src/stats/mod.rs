@@ -41,7 +41,12 @@ pub struct StoreFigures {
     pub referenced_blocks: u64,
     pub referenced_bytes: u64,
     pub stored_blocks: u64,
+    /// Bytes the stored blocks take in the packs (after compression, before padding).
     pub stored_block_bytes: u64,
+    /// How the store keeps new blocks (`none`, `zstd:LEVEL`).
+    pub compression: String,
+    /// Referenced bytes of the blocks held here over what they take stored.
+    pub compression_ratio: f64,
     pub pack_bytes: u64,
     pub metadata_bytes: u64,
     pub reclaimable_bytes: u64,
@@ -58,6 +63,8 @@ pub struct OwnerFigures {
     pub logical_bytes: u64,
     pub zero_bytes: u64,
     pub referenced_bytes: u64,
+    /// What the referenced blocks take in the packs (after compression).
+    pub stored_bytes: u64,
     pub exclusive_bytes: u64,
     pub shared_bytes: u64,
     pub copied_up_files: u64,

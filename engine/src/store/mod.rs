@@ -18,6 +18,7 @@
 //! - The all-zero block is never stored (`BlockId::ZERO`); callers synthesize it.
 
 mod block_cache;
+pub mod compress;
 mod memory_store;
 mod pack_reader;
 mod pack_reads;
@@ -32,6 +33,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use block_cache::BlockCache;
+pub use compress::Compression;
 pub use memory_store::MemoryStore;
 pub use pack_store::PackStore;
 pub use reclaim::{ReclaimPlan, ReclaimUnit};

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 
+use super::compress;
 use crate::error::{Error, Result};
 use crate::format::PACK_ALIGN;
 use crate::format::pack::{self, PackHeader};
@@ -14,7 +15,8 @@ thread_local! {
     static READ_BUF: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::new(PACK_ALIGN as usize));
 }
 
-/// Reads the block `id` stored at `entry` of `pack` into `out`, verifying its hash.
+/// Reads the block `id` stored at `entry` of `pack` into `out` (at least a block long when
+/// the block is compressed), verifying its hash.
 pub(super) fn read_block(
     file: &dyn IoFile,
     pack: PackId,
@@ -40,22 +42,43 @@ pub(super) fn read_block(
                 e,
             )
         })?;
-        let data = &buf[..len];
-        if BlockId(*blake3::hash(data).as_bytes()) != *id {
-            tracing::error!(
-                pack = pack.0,
-                offset = entry.offset,
-                block = %id,
-                "block does not match its id"
-            );
-            return Err(Error::Corrupt(format!(
-                "block {id} in pack {pack} at offset {} does not match its hash",
-                entry.offset
-            )));
-        }
-        out[..len].copy_from_slice(data);
-        Ok(len)
+        let n = if entry.compressed {
+            unpack(&buf[..len], out, pack, entry.offset)?
+        } else {
+            out[..len].copy_from_slice(&buf[..len]);
+            len
+        };
+        verify(id, &out[..n], pack, entry.offset)?;
+        Ok(n)
     })
+}
+
+/// Decompresses a block's stored frame into `out`; returns its length. A frame that does not
+/// decode is corruption, named like a hash mismatch.
+pub(super) fn unpack(frame: &[u8], out: &mut [u8], pack: PackId, offset: u64) -> Result<usize> {
+    compress::decompress(frame, out).map_err(|why| {
+        tracing::error!(pack = pack.0, offset, "{why}");
+        Error::Corrupt(format!("block in pack {pack} at offset {offset}: {why}"))
+    })
+}
+
+/// The verified bytes of a block whose stored bytes are `stored` (decompressed into
+/// `scratch`, a block long, when they are compressed).
+pub(super) fn verified<'a>(
+    id: &BlockId,
+    stored: &'a [u8],
+    entry: Entry,
+    pack: PackId,
+    scratch: &'a mut [u8],
+) -> Result<&'a [u8]> {
+    let data = if entry.compressed {
+        let n = unpack(stored, scratch, pack, entry.offset)?;
+        &scratch[..n]
+    } else {
+        stored
+    };
+    verify(id, data, pack, entry.offset)?;
+    Ok(data)
 }
 
 /// Reads `len` bytes of `pack` at `offset` (both multiples of 4 KiB) with one direct read and
@@ -111,6 +134,7 @@ pub(super) fn read_header(file: &dyn IoFile, pack: PackId) -> Result<PackHeader>
 pub(super) fn scan(
     file: &dyn IoFile,
     pack: PackId,
+    version: u32,
     block_size: u32,
     limit: u64,
     strict: bool,
@@ -137,7 +161,7 @@ pub(super) fn scan(
             }
             break;
         }
-        let listed = match pack::decode_segment_header(&header, block_size) {
+        let listed = match pack::decode_segment_header(&header, version, block_size) {
             Ok(listed) => listed,
             Err(e) if strict => return Err(torn(&e.to_string())),
             Err(_) => break,
@@ -150,8 +174,15 @@ pub(super) fn scan(
             break;
         }
         let mut at = offset + header_len;
-        for (id, len) in listed {
-            entries.push((id, Entry { offset: at, len }));
+        for (id, len, compressed) in listed {
+            entries.push((
+                id,
+                Entry {
+                    offset: at,
+                    len,
+                    compressed,
+                },
+            ));
             at += pack::aligned(len as u64);
         }
         offset = end;

@@ -34,7 +34,12 @@ impl PackStore {
         let (pack, entry, file) = self
             .locate(id)
             .ok_or_else(|| Error::Corrupt(format!("block {id} is referenced but not stored")))?;
-        if out.len() < entry.len as usize {
+        let room = if entry.compressed {
+            self.config.block_size
+        } else {
+            entry.len
+        };
+        if out.len() < room as usize {
             return Err(Error::Corrupt(format!(
                 "block {id} in pack {pack} is longer ({} bytes) than its place in the file",
                 entry.len
@@ -62,7 +67,13 @@ impl PackStore {
             let (pack, entry, file) = self.locate(&read.id).ok_or_else(|| {
                 Error::Corrupt(format!("block {} is referenced but not stored", read.id))
             })?;
-            let partial = read.skip > 0 || read.dst.len() < entry.len as usize;
+            // (A compressed block's length is known once it is decompressed: a read of less
+            // than a block counts as partial.)
+            let whole = match entry.compressed {
+                true => self.config.block_size,
+                false => entry.len,
+            };
+            let partial = read.skip > 0 || read.dst.len() < whole as usize;
             // A read the cache is for counts a miss; a whole-block read takes a hit if there
             // is one (a block kept by an earlier partial read) and otherwise passes by.
             let held = self
@@ -83,7 +94,7 @@ impl PackStore {
                         read.id, entry.len
                     )));
                 }
-                scratch.resize(entry.len as usize, 0);
+                scratch.resize(whole as usize, 0);
                 let n = pack_reader::read_block(&*file, pack, entry, &read.id, &mut scratch)?;
                 let block: Arc<[u8]> = Arc::from(&scratch[..n]);
                 read.fill(&block);
@@ -102,6 +113,7 @@ impl PackStore {
         mut located: Vec<(PackId, Entry, Arc<dyn IoFile>, usize)>,
     ) -> Result<()> {
         const MAX_RUN: u64 = 1 << 20;
+        let mut scratch = vec![0u8; self.config.block_size as usize];
         located.sort_by_key(|(pack, entry, _, _)| (*pack, entry.offset));
         let mut start = 0;
         while start < located.len() {
@@ -127,9 +139,10 @@ impl PackStore {
                 &mut |bytes| {
                     for (_, entry, _, i) in run {
                         let at = (entry.offset - first.offset) as usize;
-                        let data = &bytes[at..at + entry.len as usize];
+                        let stored = &bytes[at..at + entry.len as usize];
                         let read = &mut reads[*i];
-                        pack_reader::verify(&read.id, data, *pack, entry.offset)?;
+                        let data =
+                            pack_reader::verified(&read.id, stored, *entry, *pack, &mut scratch)?;
                         read.fill(data);
                     }
                     Ok(())

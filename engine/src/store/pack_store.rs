@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::block_cache::BlockCache;
+use super::compress::{self, Compression};
 use super::pack_reader;
-use super::pack_writer::PackWriter;
+use super::pack_writer::{PackWriter, StoredBlock};
 use super::reclaim::ReclaimPlan;
 use super::staging::PackStaging;
 use super::{BlockLocation, BlockRead, BlockStore, BlockStoreStats, Checkpoint, Staging};
 use crate::error::{Error, IoContext, Result};
-use crate::format::FORMAT_VERSION;
 use crate::format::pack::PackHeader;
 use crate::format::pack_index::{self, Entry, IndexView};
 use crate::format::records::PackRecord;
@@ -31,6 +31,10 @@ pub struct PackStoreConfig {
     pub pack_target: u64,
     /// Bytes of verified blocks kept in memory (0: no cache).
     pub cache_bytes: usize,
+    /// The store's format version: the packs and indexes it writes carry it.
+    pub format_version: u32,
+    /// How new blocks are kept (compression needs format version 2).
+    pub compression: Compression,
 }
 
 pub struct PackStore {
@@ -54,7 +58,7 @@ pub(super) struct SealedPack {
 
 impl SealedPack {
     pub(super) fn view(&self) -> IndexView<'_> {
-        IndexView::parse(&self.index, FORMAT_VERSION, false).expect("validated when opened")
+        IndexView::parse(&self.index, false).expect("validated when opened")
     }
 }
 
@@ -197,7 +201,14 @@ impl PackStore {
                 .remove_file(&index_path)
                 .ctx(|| format!("removing {}", index_path.display()))?;
         }
-        let (entries, _) = pack_reader::scan(&*file, id, self.config.block_size, record.len, true)?;
+        let (entries, _) = pack_reader::scan(
+            &*file,
+            id,
+            self.config.format_version,
+            self.config.block_size,
+            record.len,
+            true,
+        )?;
         if is_open {
             let mut open = self.open.write().unwrap();
             open.id = Some(id);
@@ -233,7 +244,7 @@ impl PackStore {
             .open(&path, OpenMode::ReadOnly)
             .ctx(|| format!("opening {}", path.display()))?;
         let index = file.map().ctx(|| format!("mapping {}", path.display()))?;
-        let view = IndexView::parse(&index, FORMAT_VERSION, true)?;
+        let view = IndexView::parse(&index, true)?;
         if view.pack_id != id.0 || view.pack_len != pack_len {
             return Err(Error::Corrupt(format!(
                 "index {} describes another pack",
@@ -244,7 +255,14 @@ impl PackStore {
     }
 
     fn rebuild_index(&self, id: PackId, file: &dyn IoFile, len: u64) -> Result<Mapped> {
-        let (entries, _) = pack_reader::scan(file, id, self.config.block_size, len, true)?;
+        let (entries, _) = pack_reader::scan(
+            file,
+            id,
+            self.config.format_version,
+            self.config.block_size,
+            len,
+            true,
+        )?;
         self.write_index(id, len, entries)
     }
 
@@ -256,7 +274,7 @@ impl PackStore {
         entries: Vec<(BlockId, Entry)>,
     ) -> Result<Mapped> {
         let mut entries = entries;
-        let bytes = pack_index::encode(FORMAT_VERSION, id.0, pack_len, &mut entries);
+        let bytes = pack_index::encode(self.config.format_version, id.0, pack_len, &mut entries);
         let tmp = self.layout.index_tmp(id);
         let path = self.layout.index(id);
         let file = self
@@ -330,7 +348,7 @@ impl PackStore {
             let id = state.next_id;
             state.next_id = PackId(id.0 + 1);
             let header = PackHeader {
-                version: FORMAT_VERSION,
+                version: self.config.format_version,
                 block_size: self.config.block_size,
                 pack_id: id.0,
             };
@@ -344,18 +362,52 @@ impl PackStore {
         Ok(state.writer.as_mut().expect("just created"))
     }
 
-    /// Appends blocks to the open pack (sealing it when full); returns the bytes added.
-    fn append(&self, state: &mut WriterState, fresh: &[(BlockId, &[u8])]) -> Result<u64> {
-        if fresh.is_empty() {
+    /// Refuses blocks larger than a block.
+    fn check_sizes(&self, blocks: &[(BlockId, &[u8])]) -> Result<()> {
+        match blocks
+            .iter()
+            .find(|(_, d)| d.len() > self.config.block_size as usize)
+        {
+            Some((id, data)) => Err(Error::InvalidInput(format!(
+                "block {id} is {} bytes, larger than the block size",
+                data.len()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Compresses `blocks` (outside the writer's lock: it is the costly part), then appends
+    /// those `keep` still accepts once the lock is held (a racing put may have stored some).
+    /// Returns the bytes of block data added.
+    fn store_blocks(
+        &self,
+        blocks: &[(BlockId, &[u8])],
+        keep: &dyn Fn(&BlockId) -> bool,
+    ) -> Result<u64> {
+        if blocks.is_empty() {
             return Ok(0);
         }
-        for (id, data) in fresh {
-            if data.len() > self.config.block_size as usize {
-                return Err(Error::InvalidInput(format!(
-                    "block {id} is {} bytes, larger than the block size",
-                    data.len()
-                )));
-            }
+        self.check_sizes(blocks)?;
+        let frames = compress::compress_all(self.config.compression, blocks);
+        let mut state = self.writer.lock().unwrap();
+        let mut added = 0;
+        let fresh: Vec<StoredBlock<'_>> = StoredBlock::pair(blocks, &frames)
+            .into_iter()
+            .zip(blocks)
+            .filter(|(block, _)| keep(&block.id))
+            .map(|(block, (_, data))| {
+                added += data.len() as u64;
+                block
+            })
+            .collect();
+        self.append(&mut state, &fresh)?;
+        Ok(added)
+    }
+
+    /// Appends stored blocks to the open pack (sealing it when full).
+    fn append(&self, state: &mut WriterState, fresh: &[StoredBlock<'_>]) -> Result<()> {
+        if fresh.is_empty() {
+            return Ok(());
         }
         let writer = self.open_writer(state)?;
         let placed = writer.append(fresh)?;
@@ -364,7 +416,7 @@ impl PackStore {
         if full {
             self.seal(state)?;
         }
-        Ok(fresh.iter().map(|(_, d)| d.len() as u64).sum())
+        Ok(())
     }
 
     /// Stores copies of blocks that only packs in `leaving` hold (reclamation).
@@ -373,7 +425,6 @@ impl PackStore {
         blocks: &[(BlockId, &[u8])],
         leaving: &HashSet<PackId>,
     ) -> Result<u64> {
-        let mut state = self.writer.lock().unwrap();
         let held_elsewhere = |id: &BlockId| {
             self.open.read().unwrap().entries.contains_key(id)
                 || self
@@ -388,7 +439,12 @@ impl PackStore {
             .filter(|(id, _)| !held_elsewhere(id))
             .map(|(id, data)| (*id, *data))
             .collect();
-        self.append(&mut state, &fresh)
+        self.store_blocks(&fresh, &|id| !held_elsewhere(id))
+    }
+
+    /// Compresses blocks the way this store keeps them (`None`: kept as they are).
+    pub(super) fn compress_all(&self, blocks: &[(BlockId, &[u8])]) -> Vec<Option<Vec<u8>>> {
+        compress::compress_all(self.config.compression, blocks)
     }
 
     pub(super) fn holds(&self, id: &BlockId) -> bool {
@@ -421,14 +477,13 @@ impl BlockStore for PackStore {
     }
 
     fn put(&self, blocks: &[(BlockId, &[u8])]) -> Result<u64> {
-        let mut state = self.writer.lock().unwrap();
         let mut seen = HashSet::new();
         let fresh: Vec<(BlockId, &[u8])> = blocks
             .iter()
             .filter(|(id, _)| !id.is_zero() && seen.insert(*id) && self.locate(id).is_none())
             .map(|(id, data)| (*id, *data))
             .collect();
-        self.append(&mut state, &fresh)
+        self.store_blocks(&fresh, &|id| self.locate(id).is_none())
     }
 
     fn get(&self, id: &BlockId, out: &mut [u8]) -> Result<usize> {

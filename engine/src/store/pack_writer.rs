@@ -3,11 +3,36 @@
 use std::sync::Arc;
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::pack::{self, PackHeader};
+use crate::format::pack::{self, PackHeader, SegmentEntry};
 use crate::format::pack_index::Entry;
 use crate::ids::{BlockId, PackId};
 use crate::io::{AlignedBuf, IoFile, OpenMode, StorageIo};
 use crate::layout::StoreLayout;
+
+/// A block as a pack holds it: its bytes, compressed or not.
+pub(super) struct StoredBlock<'a> {
+    pub id: BlockId,
+    pub bytes: &'a [u8],
+    pub compressed: bool,
+}
+
+impl<'a> StoredBlock<'a> {
+    /// Pairs blocks with their compressed forms (`None`: kept as they are).
+    pub fn pair(
+        blocks: &'a [(BlockId, &'a [u8])],
+        frames: &'a [Option<Vec<u8>>],
+    ) -> Vec<StoredBlock<'a>> {
+        blocks
+            .iter()
+            .zip(frames)
+            .map(|((id, data), frame)| StoredBlock {
+                id: *id,
+                bytes: frame.as_deref().unwrap_or(data),
+                compressed: frame.is_some(),
+            })
+            .collect()
+    }
+}
 
 /// The most blocks one segment header lists; larger batches become several segments.
 const MAX_SEGMENT_BLOCKS: usize = 1024;
@@ -55,11 +80,13 @@ impl PackWriter {
     }
 
     /// Appends the blocks as one or more segments; returns where each landed.
-    pub fn append(&mut self, blocks: &[(BlockId, &[u8])]) -> Result<Vec<(BlockId, Entry)>> {
+    pub fn append(&mut self, blocks: &[StoredBlock<'_>]) -> Result<Vec<(BlockId, Entry)>> {
         let mut placed = Vec::with_capacity(blocks.len());
         for chunk in blocks.chunks(MAX_SEGMENT_BLOCKS) {
-            let entries: Vec<(BlockId, u32)> =
-                chunk.iter().map(|(id, d)| (*id, d.len() as u32)).collect();
+            let entries: Vec<SegmentEntry> = chunk
+                .iter()
+                .map(|b| (b.id, b.bytes.len() as u32, b.compressed))
+                .collect();
             let header = pack::encode_segment_header(&entries);
             let total = header.len() + pack::segment_data_len(&entries) as usize;
             // Built aligned and written with direct I/O: the pack's bytes never pass through
@@ -67,12 +94,14 @@ impl PackWriter {
             let mut segment = AlignedBuf::new(total);
             segment[..header.len()].copy_from_slice(&header);
             let mut at = header.len();
-            for (id, data) in chunk {
+            for block in chunk {
+                let data = block.bytes;
                 placed.push((
-                    *id,
+                    block.id,
                     Entry {
                         offset: self.len + at as u64,
                         len: data.len() as u32,
+                        compressed: block.compressed,
                     },
                 ));
                 segment[at..at + data.len()].copy_from_slice(data);

@@ -7,9 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use super::Staging;
 use super::pack_store::{PackStore, SealedPack};
-use super::pack_writer::PackWriter;
+use super::pack_writer::{PackWriter, StoredBlock};
 use crate::error::Result;
-use crate::format::FORMAT_VERSION;
 use crate::format::pack::PackHeader;
 use crate::format::pack_index::Entry;
 use crate::format::records::PackRecord;
@@ -77,7 +76,7 @@ impl Staging for PackStaging<'_> {
         if self.writer.is_none() {
             let id = self.store.allocate_pack_id();
             let header = PackHeader {
-                version: FORMAT_VERSION,
+                version: self.store.config.format_version,
                 block_size: self.store.block_size_u32(),
                 pack_id: id.0,
             };
@@ -88,8 +87,9 @@ impl Staging for PackStaging<'_> {
                 header,
             )?);
         }
+        let frames = self.store.compress_all(&fresh);
         let writer = self.writer.as_mut().expect("just created");
-        let placed = writer.append(&fresh)?;
+        let placed = writer.append(&StoredBlock::pair(&fresh, &frames))?;
         self.entries.extend(placed);
         if writer.len >= self.store.pack_target() {
             let writer = self.writer.take().expect("present");

@@ -28,6 +28,8 @@ pub(super) fn open_blocks(
         block_size: header.block_size,
         pack_target: header.pack_target,
         cache_bytes: options.block_cache_bytes,
+        format_version: header.version,
+        compression: header.compression,
     };
     let remote = match (backing_url(io, layout)?, &options.remote) {
         (Some(url), Some(remote)) if *remote.url() != url => {

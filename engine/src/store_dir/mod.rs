@@ -26,14 +26,14 @@ pub use lifecycle::{ContainerInfo, ImageInfo, check_object_name};
 pub use options::{StoreOptions, parse_size};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::FORMAT_VERSION;
 use crate::format::store_header::{self, StoreHeader};
+use crate::format::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use crate::ids::PageId;
 use crate::io::{Io, IoBackend, OpenMode, RealIo};
 use crate::layout::StoreLayout;
 use crate::meta::Meta;
 use crate::meta::records::Records;
-use crate::store::{BlockCache, BlockStore};
+use crate::store::{BlockCache, BlockStore, Compression};
 use crate::volume::VolumeShared;
 use lock::StoreLock;
 
@@ -47,6 +47,8 @@ pub(crate) struct StoreInner {
     pub layout: StoreLayout,
     pub io: Io,
     pub block_size: u32,
+    /// The store's format version and how it keeps blocks (from its header).
+    pub format: (u32, Compression),
     pub meta: Meta,
     pub blocks: Box<dyn BlockStore>,
     pub pages: BlockCache<PageId>,
@@ -145,6 +147,7 @@ impl Store {
             version: FORMAT_VERSION,
             block_size: options.block_size,
             pack_target: options.pack_target,
+            compression: options.compression,
         };
         // The header is written last: a store without one is an unfinished init.
         let file = io
@@ -179,6 +182,7 @@ impl Store {
             layout,
             io,
             block_size: header.block_size,
+            format: (header.version, header.compression),
             meta,
             blocks,
             pages: BlockCache::new(options.page_cache_bytes),
@@ -248,6 +252,11 @@ impl Store {
 
     pub fn block_size(&self) -> u32 {
         self.inner.block_size
+    }
+
+    /// The store's format version and how it keeps new blocks.
+    pub fn format(&self) -> (u32, Compression) {
+        self.inner.format
     }
 
     pub(crate) fn meta(&self) -> &Meta {
@@ -493,11 +502,17 @@ fn read_header(io: &Io, layout: &StoreLayout) -> Result<StoreHeader> {
     file.read_exact_at(&mut bytes, 0)
         .ctx(|| format!("reading {}", path.display()))?;
     let header = StoreHeader::decode(&bytes)?;
-    if header.version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&header.version) {
         return Err(Error::Unsupported(format!(
-            "store format version {} (this build reads version {FORMAT_VERSION})",
+            "store format version {} (this build reads versions {OLDEST_FORMAT_VERSION} to \
+             {FORMAT_VERSION})",
             header.version
         )));
+    }
+    if header.version < 2 && header.compression != Compression::None {
+        return Err(Error::Corrupt(
+            "store header: compression in a version 1 store".into(),
+        ));
     }
     check_block_size(header.block_size)?;
     Ok(header)

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::io::Io;
+use crate::store::Compression;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -11,6 +12,9 @@ pub struct StoreOptions {
     pub block_size: u32,
     /// A pack is sealed at this size. Default 256 MiB.
     pub pack_target: u64,
+    /// How a new store keeps its blocks (fixed when it is made; opening uses the store's
+    /// own). Default: zstd at level 3.
+    pub compression: Compression,
     /// Verified blocks kept in memory by the daemon (share-memory mode). Default 0: the
     /// kernel's page cache above the mount is the only cache.
     pub block_cache_bytes: usize,
@@ -48,6 +52,7 @@ impl Default for StoreOptions {
         StoreOptions {
             block_size: 64 * 1024,
             pack_target: 256 * 1024 * 1024,
+            compression: Compression::Zstd(crate::store::compress::DEFAULT_ZSTD_LEVEL),
             block_cache_bytes: 0,
             page_cache_bytes: 32 * 1024 * 1024,
             dirty_limit: default_dirty_limit(),
@@ -69,6 +74,10 @@ impl StoreOptions {
     }
     pub fn pack_target(mut self, bytes: u64) -> Self {
         self.pack_target = bytes;
+        self
+    }
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
         self
     }
     pub fn block_cache_bytes(mut self, bytes: usize) -> Self {

@@ -28,6 +28,8 @@ pub struct BedOptions {
     pub threads: Option<usize>,
     /// Block size of the Tessera store (None: the store default).
     pub block_size: Option<u32>,
+    /// Compression of the Tessera store (None: the store default).
+    pub compression: Option<tessera::store::Compression>,
 }
 
 /// Space figures after the changes are durable, in bytes. Only differences of `written`
@@ -125,6 +127,9 @@ impl Bed {
         let mut options = crate::service::store_options().block_cache_bytes(opts.block_cache_bytes);
         if let Some(bytes) = opts.block_size {
             options = options.block_size(bytes);
+        }
+        if let Some(compression) = opts.compression {
+            options = options.compression(compression);
         }
         let store = Store::init(self.dir.join("store"), options).context("creating the store")?;
         store

@@ -60,6 +60,10 @@ pub struct Common {
     /// Block size of the Tessera stores (default: the store default, 64K).
     #[arg(long, value_parser = parse_size)]
     block_size: Option<u64>,
+    /// Compression of the Tessera stores: none, zstd or zstd:LEVEL (default: the store
+    /// default, zstd:3).
+    #[arg(long)]
+    compression: Option<tessera::store::Compression>,
 }
 
 /// A storage system under test.
@@ -109,6 +113,7 @@ pub struct Env {
     pub json: bool,
     pub fuse_threads: Option<usize>,
     pub block_size: Option<u32>,
+    pub compression: Option<tessera::store::Compression>,
     /// Scratch directory of this run (removed at the end).
     pub scratch: guard::Scratch,
     pub machine: machine::Machine,
@@ -134,6 +139,7 @@ impl Env {
             json: common.json,
             fuse_threads: common.fuse_threads,
             block_size: common.block_size.map(|b| b as u32),
+            compression: common.compression,
             scratch,
             machine,
         })
@@ -147,6 +153,7 @@ impl Env {
             block_cache_bytes: block_cache_bytes as usize,
             threads: self.fuse_threads,
             block_size: self.block_size,
+            compression: self.compression,
         }
     }
 

@@ -9,7 +9,8 @@ use tessera::store_dir::parse_size;
 
 use crate::output;
 
-/// Compare block sizes on real data: dedup, zero blocks and index size, nothing imported.
+/// Compare block sizes on real data: dedup, compression, zero blocks and index size, nothing
+/// imported.
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  \
     tessera analyze ./rootfs ./debian.tar.zst ./oci-dir:latest\n  \
@@ -71,6 +72,8 @@ fn print_report(r: &AnalyzeReport) {
                 output::size(f.unique_bytes),
                 f.unique_blocks.to_string(),
                 format!("{:.2}", f.dedup_ratio),
+                output::size(f.compressed_bytes),
+                format!("{:.2}", f.compression_ratio),
                 output::size(f.zero_bytes),
                 output::size(f.estimated_index_bytes),
             ]
@@ -83,6 +86,8 @@ fn print_report(r: &AnalyzeReport) {
             "UNIQUE",
             "BLOCKS",
             "DEDUP",
+            "ZSTD:3",
+            "RATIO",
             "ZERO",
             "INDEX (EST.)",
         ],

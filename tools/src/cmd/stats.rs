@@ -70,9 +70,11 @@ fn print(r: &StatsReport) {
         s.dedup_ratio
     );
     println!(
-        "  stored {} blocks ({}) in {} of packs; pending reclaim {} (unreferenced; freed in the background or by gc); metadata {}",
+        "  stored {} blocks ({}; compression {}, {:.2}x) in {} of packs; pending reclaim {} (unreferenced; freed in the background or by gc); metadata {}",
         s.stored_blocks,
         size(s.stored_block_bytes),
+        s.compression,
+        s.compression_ratio,
         size(s.pack_bytes),
         size(s.reclaimable_bytes),
         size(s.metadata_bytes)
@@ -88,6 +90,7 @@ fn print(r: &StatsReport) {
                 o.files.to_string(),
                 size(o.logical_bytes),
                 size(o.referenced_bytes),
+                size(o.stored_bytes),
                 size(o.exclusive_bytes),
                 size(o.shared_bytes),
                 format!("{} in {} files", size(o.copied_up_bytes), o.copied_up_files),
@@ -102,6 +105,7 @@ fn print(r: &StatsReport) {
             "FILES",
             "LOGICAL",
             "REFERENCED",
+            "STORED",
             "EXCLUSIVE",
             "SHARED",
             "COPY-UP (TESSERA)",

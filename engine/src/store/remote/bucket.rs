@@ -11,7 +11,6 @@
 //! pick the same name for different bytes, and a name always means the same bytes.
 
 use crate::error::{Error, Result};
-use crate::format::FORMAT_VERSION;
 use crate::format::pack::{self, PackHeader};
 use crate::format::pack_index::{self, Entry, IndexView};
 use crate::ids::BlockId;
@@ -90,31 +89,33 @@ pub struct PackObject {
     pub index: Vec<u8>,
 }
 
+/// The pack and index format of remote packs: version 1, uncompressed blocks (a reader
+/// fetches exactly a block's bytes with one ranged GET). A store's packs may be compressed
+/// (version 2); what it uploads is built anew from the blocks, as this format.
+const REMOTE_PACK_VERSION: u32 = 1;
+
 /// Builds one pack object holding `blocks` (one segment) and its index.
 pub fn encode_pack(block_size: u32, blocks: &[(BlockId, &[u8])]) -> PackObject {
     let header = PackHeader {
-        version: FORMAT_VERSION,
+        version: REMOTE_PACK_VERSION,
         block_size,
         // Remote packs are named by their hash; the id field is unused.
         pack_id: 0,
     };
     let mut bytes = header.encode();
-    let lens: Vec<(BlockId, u32)> = blocks.iter().map(|(id, d)| (*id, d.len() as u32)).collect();
+    let lens: Vec<pack::SegmentEntry> = blocks
+        .iter()
+        .map(|(id, d)| (*id, d.len() as u32, false))
+        .collect();
     bytes.extend_from_slice(&pack::encode_segment_header(&lens));
     let mut entries = Vec::with_capacity(blocks.len());
     for (id, data) in blocks {
-        entries.push((
-            *id,
-            Entry {
-                offset: bytes.len() as u64,
-                len: data.len() as u32,
-            },
-        ));
+        entries.push((*id, Entry::plain(bytes.len() as u64, data.len() as u32)));
         bytes.extend_from_slice(data);
         bytes.resize(pack::aligned(bytes.len() as u64) as usize, 0);
     }
     let name = PackName(blake3::hash(&bytes).to_hex().to_string());
-    let index = pack_index::encode(FORMAT_VERSION, 0, bytes.len() as u64, &mut entries);
+    let index = pack_index::encode(REMOTE_PACK_VERSION, 0, bytes.len() as u64, &mut entries);
     PackObject { name, bytes, index }
 }
 
@@ -123,7 +124,7 @@ pub type IndexEntries = Vec<(BlockId, Entry)>;
 
 /// The entries of an index object, checked (magic, version, checksum, sorted).
 pub fn decode_index(name: &PackName, bytes: &[u8]) -> Result<IndexEntries> {
-    let view = IndexView::parse(bytes, FORMAT_VERSION, true)
+    let view = IndexView::parse(bytes, true)
         .map_err(|e| Error::Corrupt(format!("index of remote pack {}: {e}", name.0)))?;
     Ok(view.iter().collect())
 }

@@ -144,8 +144,17 @@ impl RemotePacks {
         }
         let key = bucket::pack_key(&at.pack);
         let range = at.entry.offset..at.entry.offset + at.entry.len as u64;
-        let data = self.remote.get_range(&key, range)?;
-        if data.len() != at.entry.len as usize || BlockId::of(&data) != *id {
+        let mut data = self.remote.get_range(&key, range)?;
+        if at.entry.compressed && data.len() == at.entry.len as usize {
+            // This build uploads plain blocks; a compressed one is decoded all the same.
+            let mut block = vec![0u8; self.block_size as usize];
+            let n = super::super::compress::decompress(&data, &mut block).unwrap_or(0);
+            block.truncate(n);
+            data = block;
+        } else if data.len() != at.entry.len as usize {
+            data.clear();
+        }
+        if data.is_empty() || BlockId::of(&data) != *id {
             tracing::error!(
                 "block {id} fetched from {}/{key} at offset {} does not match its id",
                 self.remote.url(),

@@ -15,13 +15,15 @@ use crate::layout::StoreLayout;
 use crate::store::BlockStore;
 use crate::store::pack_store::PackStoreConfig;
 
-const BS: usize = 4096;
+const BS: usize = 16384;
 
 pub(crate) fn config() -> PackStoreConfig {
     PackStoreConfig {
         block_size: BS as u32,
-        pack_target: 64 * 1024,
+        pack_target: 16 * BS as u64,
         cache_bytes: 0,
+        format_version: crate::format::FORMAT_VERSION,
+        compression: crate::store::Compression::None,
     }
 }
 
