@@ -25,7 +25,7 @@ pub struct GcArgs {
     #[arg(long)]
     dry_run: bool,
     /// Collect a remote's garbage instead of the store's (s3://BUCKET/PREFIX; credentials and
-    /// endpoint from the AWS_* variables). Waits for no push: refused while one runs.
+    /// endpoint from the AWS_* variables). Refused while a push to the remote runs.
     #[arg(long, value_name = "URL")]
     remote: Option<String>,
     /// With --remote: unreferenced packs younger than this stay (like 90s, 30m, 1h, 2d; 0).
@@ -33,7 +33,7 @@ pub struct GcArgs {
     grace: Option<Duration>,
     /// Rewrite packs whose live bytes are below this percentage of their blocks (100: every
     /// pack holding any garbage). Garbage in packs above it stays, counted as reclaimable.
-    #[arg(long, value_name = "PERCENT", default_value_t = 50,
+    #[arg(long, value_name = "PERCENT", default_value_t = 50, conflicts_with = "remote",
           value_parser = clap::value_parser!(u8).range(0..=100))]
     repack_below: u8,
     /// Print as JSON.
