@@ -1,11 +1,12 @@
 //! Two hosts, one bucket (issue 10): stores A and B share a remote on a real S3 server (Ceph
 //! RGW, scripts/s3-server.sh). A imports and pushes; B pulls, changes the image in a container,
 //! commits and pushes; A pulls B's image and reads B's change byte for byte. Each push sends
-//! only the blocks the remote lacks. Failures are one clear line and change nothing.
-//! One test: the server starts once for this binary.
+//! only the blocks the remote lacks. Failures are one clear line and change nothing. Then
+//! `gc --remote` (remote_gc/). One test: the server starts once for this binary.
 
 #[allow(dead_code)]
 mod cli;
+mod remote_gc;
 
 use cli::*;
 use serde_json::Value;
@@ -98,6 +99,7 @@ fn two_hosts_share_one_bucket() {
 
     failures_are_one_line_and_change_nothing(&a, &url);
     a_lazy_pull_fetches_blocks_on_first_read(&server, &url);
+    remote_gc::gc_deletes_exactly_the_unreferenced_packs(&server);
 }
 
 /// Host C pulls B's image lazily: metadata only; each block crosses the network on its first

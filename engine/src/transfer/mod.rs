@@ -1,13 +1,17 @@
 //! Moving images between a store and a remote: `push` publishes a local image (blocks the
-//! remote lacks, then its manifest), `pull` makes a remote image usable locally. The manifest
-//! format is `manifest.rs`; the blocks go through `store::remote::RemotePacks`.
+//! remote lacks, then its manifest), `pull` makes a remote image usable locally, `gc_remote`
+//! deletes the packs no image references (pushes and gcs keep apart by leases, `lease.rs`).
+//! The manifest format is `manifest.rs`; the blocks go through `store::remote::RemotePacks`.
 
+mod gc;
+pub mod lease;
 pub mod manifest;
 mod pull;
 mod push;
 #[cfg(test)]
 pub(crate) mod tests;
 
+pub use gc::{DEFAULT_GRACE, RemoteGcOptions, RemoteGcReport, gc_remote, remove_remote_image};
 pub use pull::{PullReport, RemoteImageInfo, read_manifest, remote_images, remote_images_info};
 pub use push::PushReport;
 

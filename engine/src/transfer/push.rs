@@ -1,9 +1,11 @@
 //! `push`: publishes a local image on a remote. The blocks the remote lacks are uploaded first
 //! (deduplicated against every pack on the remote, whichever image or host put it there), then
-//! the manifest — last, so a push that stops half way publishes nothing.
+//! the manifest — last, so a push that stops half way publishes nothing. A push holds a lease
+//! on the remote throughout, so no `gc --remote` deletes a pack it relies on (`lease.rs`).
 
 use std::collections::{BTreeSet, HashSet};
 
+use super::lease::{Lease, LeaseKind};
 use super::manifest::{MANIFEST_VERSION, Manifest, ManifestLayer, to_hex};
 use crate::error::{Error, Result};
 use crate::format::records as rec;
@@ -26,7 +28,7 @@ pub struct PushReport {
     pub blocks: u64,
     pub uploaded: UploadReport,
     pub manifest_bytes: u64,
-    /// Every byte written to the remote (packs, indexes, format, manifest).
+    /// Every byte written to the remote (packs, indexes, format, lease, manifest).
     pub bytes_sent: u64,
 }
 
@@ -133,8 +135,11 @@ impl Store {
             mut manifest,
             blocks,
         } = collect(self, name)?;
+        // No gc deletes from the remote while this push decides what it relies on (lease.rs).
+        let mut lease = Lease::take(packs.remote(), LeaseKind::Push)?;
+        lease.wait_for_gc()?;
         packs.refresh()?;
-        let uploaded = packs.upload(&blocks, self.blocks())?;
+        let uploaded = packs.upload_with(&blocks, self.blocks(), &mut || lease.renew_if_due())?;
         let mut names = BTreeSet::new();
         for id in &blocks {
             let at = packs.location(id).ok_or_else(|| {
@@ -146,7 +151,9 @@ impl Store {
         manifest.packs = names.into_iter().collect();
         let bytes = manifest.encode()?;
         let manifest_bytes = bytes.len() as u64;
+        lease.check_fresh()?;
         packs.remote().put(&bucket::image_key(name), bytes)?;
+        lease.release();
         Ok(PushReport {
             image: name.to_string(),
             remote: packs.remote().url().to_string(),

@@ -1,24 +1,39 @@
-//! `tessera gc` and `tessera fsck`.
+//! `tessera gc` (of the store, or of a remote with --remote) and `tessera fsck`.
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
 use tessera::maintenance::{FsckReport, GcReport};
+use tessera::store::{Remote, RemoteUrl};
+use tessera::transfer::{DEFAULT_GRACE, RemoteGcOptions, gc_remote};
 
 use crate::client;
 use crate::output::{self, size};
 use crate::service::Request;
 
-/// Reclaim blocks and block-map pages nothing references (repacking mostly-dead packs).
+/// Reclaim blocks and block-map pages nothing references (repacking mostly-dead packs); with
+/// --remote, delete the packs of a remote that no remote image references.
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  tessera gc --dry-run\n  tessera gc --repack-below 100")]
+#[command(
+    after_help = "Examples:\n  tessera gc --dry-run\n  tessera gc --repack-below 100\n  \
+    tessera gc --remote s3://images/farm --dry-run"
+)]
 pub struct GcArgs {
     /// Report what would be reclaimed without changing anything.
     #[arg(long)]
     dry_run: bool,
+    /// Collect a remote's garbage instead of the store's (s3://BUCKET/PREFIX; credentials and
+    /// endpoint from the AWS_* variables). Refused while a push to the remote runs.
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
+    /// With --remote: unreferenced packs younger than this stay (like 90s, 30m, 1h, 2d; 0).
+    #[arg(long, value_name = "DURATION", requires = "remote", value_parser = parse_duration)]
+    grace: Option<Duration>,
     /// Rewrite packs whose live bytes are below this percentage of their blocks (100: every
     /// pack holding any garbage). Garbage in packs above it stays, counted as reclaimable.
-    #[arg(long, value_name = "PERCENT", default_value_t = 50,
+    #[arg(long, value_name = "PERCENT", default_value_t = 50, conflicts_with = "remote",
           value_parser = clap::value_parser!(u8).range(0..=100))]
     repack_below: u8,
     /// Print as JSON.
@@ -40,6 +55,9 @@ pub struct FsckArgs {
 }
 
 pub fn run_gc(store: &Path, args: GcArgs) -> Result<()> {
+    if let Some(url) = &args.remote {
+        return run_remote_gc(url, &args);
+    }
     let spinner = output::Spinner::start("collecting garbage");
     let reply = client::call(
         store,
@@ -71,6 +89,60 @@ pub fn run_gc(store: &Path, args: GcArgs) -> Result<()> {
         r.seconds
     );
     Ok(())
+}
+
+/// Runs in this process, as `images --remote` does: it touches the bucket only, no store.
+fn run_remote_gc(url: &str, args: &GcArgs) -> Result<()> {
+    let url: RemoteUrl = url.parse()?;
+    let remote = Remote::connect(&url)?;
+    let options = RemoteGcOptions {
+        dry_run: args.dry_run,
+        grace: args.grace.unwrap_or(DEFAULT_GRACE),
+    };
+    let spinner = output::Spinner::start("collecting the remote's garbage");
+    let report = gc_remote(&remote, &options);
+    spinner.finish();
+    let r = report.with_context(|| format!("collecting the garbage of {url}"))?;
+    if args.json {
+        return output::json(&r);
+    }
+    println!(
+        "{} image(s) reference {} of {} packs; {} unreferenced younger than {} s kept ({})",
+        r.images,
+        r.referenced_packs,
+        r.packs,
+        r.young_packs,
+        r.grace_seconds,
+        size(r.young_bytes)
+    );
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    println!(
+        "{verb} {} unreferenced pack(s), {} ({:.2} s)",
+        r.deleted_packs,
+        size(r.deleted_bytes),
+        r.seconds
+    );
+    Ok(())
+}
+
+/// A duration: a number with an optional unit s, m, h or d (seconds by default).
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number and a unit, like 30m"))?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: the unit is one of s, m, h, d")),
+    };
+    Ok(Duration::from_secs(number.saturating_mul(seconds)))
 }
 
 pub fn run_fsck(store: &Path, args: FsckArgs) -> Result<()> {
@@ -116,4 +188,20 @@ pub fn run_fsck(store: &Path, args: FsckArgs) -> Result<()> {
         println!("no problems found");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        for bad in ["", "h", "1w", "-1s", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -6,6 +6,7 @@
 //! PREFIX/tessera/v1/packs/HASH.pack   a sealed pack (format/pack.rs), never rewritten
 //! PREFIX/tessera/v1/packs/HASH.idx    its index (format/pack_index.rs); written after the pack
 //! PREFIX/tessera/v1/images/NAME       one manifest per image, written last
+//! PREFIX/tessera/v1/leases/KIND-ID    a push or a gc under way (transfer/lease.rs)
 //! ```
 //! HASH is the blake3 of the pack object's bytes: two hosts that upload packs at once never
 //! pick the same name for different bytes, and a name always means the same bytes.
@@ -40,6 +41,15 @@ pub fn images_dir() -> String {
 
 pub fn image_key(name: &str) -> String {
     format!("{}/{name}", images_dir())
+}
+
+/// Leases of the pushes and `gc --remote` runs under way (`transfer/lease.rs`).
+pub fn leases_dir() -> String {
+    format!("tessera/v{LAYOUT_VERSION}/leases")
+}
+
+pub fn lease_key(name: &str) -> String {
+    format!("{}/{name}", leases_dir())
 }
 
 /// The text of the format object.

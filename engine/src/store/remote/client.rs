@@ -251,6 +251,37 @@ impl Remote {
             .filter_map(|o| o.location.filename().map(str::to_string))
             .collect())
     }
+
+    /// The objects directly under `dir` with their sizes and last-modified times (one listing;
+    /// the times are the server's, so comparing them needs no trust in this host's clock).
+    pub fn list_detailed(&self, dir: &str) -> Result<Vec<Listed>> {
+        self.counters.lists.fetch_add(1, Ordering::Relaxed);
+        let path = self.path(dir);
+        let listing = self
+            .runtime
+            .block_on(self.store.list_with_delimiter(Some(&path)))
+            .map_err(|e| self.error("listing", dir, e))?;
+        Ok(listing
+            .objects
+            .into_iter()
+            .filter_map(|o| {
+                Some(Listed {
+                    name: o.location.filename()?.to_string(),
+                    size: o.size,
+                    modified_ms: o.last_modified.timestamp_millis(),
+                })
+            })
+            .collect())
+    }
+}
+
+/// One object of a listing: its name (relative to the listed directory), its size, and when
+/// it was last written, in milliseconds since the epoch by the server's clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub name: String,
+    pub size: u64,
+    pub modified_ms: i64,
 }
 
 /// An error and its causes on one line.

@@ -24,7 +24,7 @@ mod upload;
 use std::collections::BTreeMap;
 
 pub use bucket::{LAYOUT_VERSION, PackName};
-pub use client::{Remote, RemoteFigures, RemoteUrl};
+pub use client::{Listed, Remote, RemoteFigures, RemoteUrl};
 pub use remote_packs::RemotePacks;
 pub use upload::UploadReport;
 

@@ -2,12 +2,12 @@
 //! under `STORE/remote/URLHASH/`), the blocks they hold, verified fetches of single blocks, and
 //! uploads of blocks the remote lacks. Used by the remote-backed store and by push and pull.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use super::Remote;
 use super::bucket::{self, IndexEntries, PackName};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::format::pack_index::Entry;
 use crate::ids::BlockId;
 use crate::io::Io;
@@ -115,17 +115,60 @@ impl RemotePacks {
     }
 
     /// Attaches every remote pack not attached yet: one listing of the packs' directory and
-    /// one GET per new index (a push dedups against what other hosts uploaded).
+    /// one GET per new index (a push dedups against what other hosts uploaded). Attached packs
+    /// whose index the listing lacks (deleted by `gc --remote`) are detached: nothing relies
+    /// on them any more.
     pub fn refresh(&self) -> Result<usize> {
-        let mut added = 0;
+        let mut listed = HashSet::new();
         for file in self.remote.list(&bucket::packs_dir())? {
-            if let Some((name, true)) = PackName::from_file_name(&file)
-                && self.attach(&name)?
-            {
+            if let Some((name, true)) = PackName::from_file_name(&file) {
+                listed.insert(name);
+            }
+        }
+        let gone: Vec<PackName> = self
+            .attached_packs()
+            .into_iter()
+            .filter(|name| !listed.contains(name))
+            .collect();
+        if !gone.is_empty() {
+            self.detach(&gone)?;
+        }
+        let mut added = 0;
+        for name in &listed {
+            if self.attach(name)? {
                 added += 1;
             }
         }
         Ok(added)
+    }
+
+    /// Forgets packs that left the remote: their kept indexes are removed and the blocks they
+    /// held are known again only through the other attached packs.
+    fn detach(&self, gone: &[PackName]) -> Result<()> {
+        let url = self.remote.url().to_string();
+        for name in gone {
+            tracing::info!(pack = %name.0, "detaching a pack the remote no longer lists");
+            let path = self.layout.remote_index(&url, &name.0);
+            if self.io.exists(&path) {
+                self.io
+                    .remove_file(&path)
+                    .ctx(|| format!("removing {}", path.display()))?;
+            }
+        }
+        let mut attached = self.attached.write().unwrap();
+        let mut known = self.known.write().unwrap();
+        for name in gone {
+            attached.remove(name);
+        }
+        known.retain(|_, block| attached.contains_key(&*block.pack));
+        drop((attached, known));
+        // A block of a detached pack may also lie in a pack still attached.
+        for (name, entries) in self.load_cached_indexes()? {
+            if self.attached.read().unwrap().contains_key(&name) {
+                self.add_index(name, entries);
+            }
+        }
+        Ok(())
     }
 
     /// Fetches one block with one ranged GET and verifies it against its id. A block whose

@@ -52,6 +52,17 @@ impl RemotePacks {
     /// name are skipped), read from `source`, which must hold the rest. Call `refresh` first
     /// to dedup against packs other hosts uploaded.
     pub fn upload(&self, ids: &[BlockId], source: &dyn BlockStore) -> Result<UploadReport> {
+        self.upload_with(ids, source, &mut || Ok(()))
+    }
+
+    /// `upload`, calling `between_packs` before each pack is sent (a push renews its lease
+    /// there, or stops).
+    pub fn upload_with(
+        &self,
+        ids: &[BlockId],
+        source: &dyn BlockStore,
+        between_packs: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<UploadReport> {
         let mut seen = HashSet::new();
         let missing: Vec<BlockId> = ids
             .iter()
@@ -71,12 +82,14 @@ impl RemotePacks {
             batch_bytes += n as u64;
             batch.push((id, scratch[..n].to_vec()));
             if batch_bytes >= self.pack_target {
+                between_packs()?;
                 self.upload_pack(&batch, &mut report)?;
                 batch.clear();
                 batch_bytes = 0;
             }
         }
         if !batch.is_empty() {
+            between_packs()?;
             self.upload_pack(&batch, &mut report)?;
         }
         Ok(report)
