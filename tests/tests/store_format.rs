@@ -1,6 +1,6 @@
 //! Store formats: a store made by the previous release (format version 1, before
-//! compression) opens, reads and takes writes as it is; a new store compresses what pays and
-//! reads it back; `--compression` is honoured and checked.
+//! compression) opens, reads and takes writes as it is; a zstd store compresses what pays and
+//! reads it back; a default store does not compress.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,7 +8,7 @@ use std::process::Command;
 use tessera::maintenance::FsckOptions;
 use tessera::store::Compression;
 use tessera::{Store, StoreOptions};
-use tessera_tests::{TempStore, bytes, image_store, read_file, write_file};
+use tessera_tests::{TempStore, bytes, read_file, write_file};
 
 /// The files of the image `old` in tests/fixtures/store-v1.tar.gz, a store made by the
 /// release before compression (`tessera init`, `import layer.tar --name old`, `create box
@@ -105,11 +105,17 @@ fn a_version_1_store_opens_reads_and_stays_version_1() {
 fn a_new_store_compresses_what_pays_and_reads_it_back() {
     let text = old_text();
     let noise = bytes(9, 1 << 20);
-    let t = image_store(65536, |src| {
-        std::fs::write(src.join("text"), &text).unwrap();
-        std::fs::write(src.join("noise"), &noise).unwrap();
-    });
+    let t = TempStore::with_options(
+        65536,
+        TempStore::options(65536).compression("zstd".parse().unwrap()),
+    );
     assert_eq!(t.format(), (2, Compression::Zstd(3)));
+    let src = t.dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("text"), &text).unwrap();
+    std::fs::write(src.join("noise"), &noise).unwrap();
+    t.import_path(&src, "img").unwrap();
+    t.create_container("c", "img").unwrap();
     // Written through a container too (the flush path, not only an import's staging).
     let volume = t.open_container("c").unwrap();
     let more: Vec<u8> = text.iter().rev().copied().collect();
@@ -144,11 +150,8 @@ fn a_new_store_compresses_what_pays_and_reads_it_back() {
 }
 
 #[test]
-fn an_uncompressed_store_stores_blocks_as_they_are() {
-    let t = TempStore::with_options(
-        65536,
-        TempStore::options(65536).compression(Compression::None),
-    );
+fn a_default_store_stores_blocks_as_they_are() {
+    let t = TempStore::new(65536);
     assert_eq!(t.format(), (2, Compression::None));
     let src = t.dir.path().join("src");
     std::fs::create_dir(&src).unwrap();
@@ -158,4 +161,31 @@ fn an_uncompressed_store_stores_blocks_as_they_are() {
     let report = tessera::stats::stats(&t, &Default::default()).unwrap();
     assert_eq!(report.store.compression, "none");
     assert_eq!(report.store.stored_block_bytes, text.len() as u64);
+}
+
+#[allow(dead_code)]
+mod cli;
+
+#[test]
+fn init_takes_a_compression_and_stats_shows_it() {
+    let cli = cli::Cli::bare();
+    assert_eq!(
+        cli.json(&["stats", "--json"])["store"]["compression"],
+        "none"
+    );
+    std::fs::remove_dir_all(&cli.store).unwrap();
+    cli.fails(&["init", "--compression", "lz4"], "compression \"lz4\"");
+    assert!(!cli.store.join("tessera-store").exists());
+    let out = cli.ok(&["init", "--compression", "zstd:5"]);
+    assert!(out.contains("compression zstd:5"), "{out}");
+    let src = cli.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("text"), old_text()).unwrap();
+    cli.ok(&["import", src.to_str().unwrap(), "--name", "img"]);
+    let stats = cli.json(&["stats", "--json"]);
+    assert_eq!(stats["store"]["compression"], "zstd:5");
+    let stored = stats["store"]["stored_block_bytes"].as_u64().unwrap();
+    assert!(stored * 4 < old_text().len() as u64, "{stats}");
+    let text = cli.ok(&["stats"]);
+    assert!(text.contains("compression zstd:5"), "{text}");
 }

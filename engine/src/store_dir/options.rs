@@ -13,7 +13,8 @@ pub struct StoreOptions {
     /// A pack is sealed at this size. Default 256 MiB.
     pub pack_target: u64,
     /// How a new store keeps its blocks (fixed when it is made; opening uses the store's
-    /// own). Default: zstd at level 3.
+    /// own). Default: none — zstd costs random 4 KiB reads and writes 7–12 % (measured
+    /// 2026-12-07, docs/benchmarks.md), and the default favours them.
     pub compression: Compression,
     /// Verified blocks kept in memory by the daemon (share-memory mode). Default 0: the
     /// kernel's page cache above the mount is the only cache.
@@ -52,7 +53,7 @@ impl Default for StoreOptions {
         StoreOptions {
             block_size: 64 * 1024,
             pack_target: 256 * 1024 * 1024,
-            compression: Compression::Zstd(crate::store::compress::DEFAULT_ZSTD_LEVEL),
+            compression: Compression::None,
             block_cache_bytes: 0,
             page_cache_bytes: 32 * 1024 * 1024,
             dirty_limit: default_dirty_limit(),

@@ -61,7 +61,7 @@ pub struct Common {
     #[arg(long, value_parser = parse_size)]
     block_size: Option<u64>,
     /// Compression of the Tessera stores: none, zstd or zstd:LEVEL (default: the store
-    /// default, zstd:3).
+    /// default, none).
     #[arg(long)]
     compression: Option<tessera::store::Compression>,
 }
