@@ -126,6 +126,7 @@ fn a_lazy_pull_fetches_blocks_on_first_read(server: &S3Server, url: &str) {
     assert_eq!(remote.figures().bytes_fetched, 18);
     assert_eq!(read_file(&view, "new.bin"), bytes(2, 300_000));
     assert_eq!(remote.figures().requests, 6, "one per block of new.bin");
+    assert_eq!(remote.figures().blocks_fetched, 6);
     assert_eq!(read_file(&view, "etc/hostname"), b"changed on host B\n");
     assert_eq!(remote.figures().requests, 6, "read again: served locally");
     drop(view);
@@ -136,6 +137,10 @@ fn a_lazy_pull_fetches_blocks_on_first_read(server: &S3Server, url: &str) {
     // itself and fetches big.bin on its first read through FUSE.
     if can_mount() {
         c.ok(&["create", "lazy", "--from", "img2"]);
+        // stats says what is still only on the remote: big.bin's 16 blocks among them.
+        let before = c.json(&["stats", "--json"]);
+        let only_before = u(&before, "/remote/remote_only_blocks");
+        assert!(only_before >= 16, "{before}");
         let mountpoint = c.mountpoint("m");
         c.mount("lazy", &mountpoint);
         assert_eq!(
@@ -151,6 +156,14 @@ fn a_lazy_pull_fetches_blocks_on_first_read(server: &S3Server, url: &str) {
             "{status}"
         );
         assert!(c.ok(&["daemon", "status"]).contains("fetched"));
+        assert!(u(&status, "/remote/blocks_fetched") >= 16, "{status}");
+        let after = c.json(&["stats", "--json"]);
+        assert!(u(&after, "/remote/blocks_fetched") >= 16, "{after}");
+        assert!(
+            u(&after, "/remote/remote_only_blocks") <= only_before - 16,
+            "{before} -> {after}"
+        );
+        assert!(c.ok(&["stats"]).contains("held only there"));
         c.ok(&["umount", s(&mountpoint)]);
         c.ok(&["commit", "lazy", "--name", "img3"]);
         assert_eq!(c.export("img3")["written.txt"], b"on host C\n");

@@ -366,6 +366,18 @@ pub fn stats(store: &Store, options: &StatsOptions) -> Result<StatsReport> {
         held_logical as f64 / held_stored as f64
     };
     report.store.pack_bytes = store.blocks().stats().pack_bytes;
+    if let Some((figures, local_pack_bytes)) = store.remote_figures() {
+        let remote_only: Vec<&BlockId> = all.iter().filter(|id| !stored.contains_key(id)).collect();
+        report.remote = Some(RemoteStatsFigures {
+            remote_only_blocks: remote_only.len() as u64,
+            remote_only_bytes: remote_only.iter().map(|id| lengths[*id] as u64).sum(),
+            local_pack_bytes,
+            blocks_fetched: figures.blocks_fetched,
+            bytes_fetched: figures.bytes_fetched,
+            requests: figures.requests,
+            bytes_sent: figures.bytes_sent,
+        });
+    }
     report.store.metadata_bytes = store.metadata_bytes();
     let nonzero = report.store.logical_bytes - report.store.zero_bytes;
     report.store.dedup_ratio = if report.store.referenced_bytes == 0 {

@@ -29,6 +29,25 @@ pub struct StatsReport {
     pub sharing: Vec<SharingBucket>,
     pub top_shared_files: Vec<FileFigure>,
     pub top_copied_up_files: Vec<FileFigure>,
+    /// For a store backed by a remote (a lazy pull): what is still only there, and what
+    /// crossed the network.
+    #[serde(default)]
+    pub remote: Option<RemoteStatsFigures>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RemoteStatsFigures {
+    /// Referenced blocks the local packs do not hold (fetched on first read), and their bytes.
+    pub remote_only_blocks: u64,
+    pub remote_only_bytes: u64,
+    /// Bytes of the local packs: blocks fetched from the remote and the containers' writes.
+    pub local_pack_bytes: u64,
+    /// Since the store was opened (in the daemon, since it started): blocks fetched and
+    /// verified, their bytes, requests, and bytes uploaded.
+    pub blocks_fetched: u64,
+    pub bytes_fetched: u64,
+    pub requests: u64,
+    pub bytes_sent: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

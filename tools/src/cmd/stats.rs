@@ -79,6 +79,17 @@ fn print(r: &StatsReport) {
         size(s.reclaimable_bytes),
         size(s.metadata_bytes)
     );
+    if let Some(remote) = &r.remote {
+        println!(
+            "  remote: {} blocks ({}) held only there; local packs {}; fetched {} blocks ({}) in {} requests since the store was opened",
+            remote.remote_only_blocks,
+            size(remote.remote_only_bytes),
+            size(remote.local_pack_bytes),
+            remote.blocks_fetched,
+            size(remote.bytes_fetched),
+            remote.requests
+        );
+    }
     println!();
     let rows: Vec<Vec<String>> = r
         .owners

@@ -197,6 +197,7 @@ impl Daemon {
             "remote": self.store.remote_figures().map(|(f, local)| json!({
                 "requests": f.requests,
                 "bytes_fetched": f.bytes_fetched,
+                "blocks_fetched": f.blocks_fetched,
                 "bytes_sent": f.bytes_sent,
                 "local_pack_bytes": local,
             })),

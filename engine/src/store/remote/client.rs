@@ -70,6 +70,8 @@ pub struct RemoteFigures {
     pub lists: u64,
     pub bytes_sent: u64,
     pub bytes_fetched: u64,
+    /// Blocks fetched and verified (a store's lazy reads and pulls).
+    pub blocks_fetched: u64,
 }
 
 #[derive(Default)]
@@ -78,6 +80,7 @@ struct Counters {
     lists: AtomicU64,
     bytes_sent: AtomicU64,
     bytes_fetched: AtomicU64,
+    blocks_fetched: AtomicU64,
 }
 
 /// A client for one remote. Clones share the connection and the counters.
@@ -153,6 +156,11 @@ impl Remote {
         &self.url
     }
 
+    /// Counts a block fetched and verified.
+    pub(super) fn count_block_fetched(&self) {
+        self.counters.blocks_fetched.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn figures(&self) -> RemoteFigures {
         let c = &self.counters;
         RemoteFigures {
@@ -160,6 +168,7 @@ impl Remote {
             lists: c.lists.load(Ordering::Relaxed),
             bytes_sent: c.bytes_sent.load(Ordering::Relaxed),
             bytes_fetched: c.bytes_fetched.load(Ordering::Relaxed),
+            blocks_fetched: c.blocks_fetched.load(Ordering::Relaxed),
         }
     }
 

@@ -209,6 +209,7 @@ impl RemotePacks {
             )));
         }
         tracing::debug!(block = %id, pack = %at.pack.0, offset = at.entry.offset, "fetched");
+        self.remote.count_block_fetched();
         Ok(data)
     }
 }
