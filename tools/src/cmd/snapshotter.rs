@@ -60,17 +60,33 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             args.address.display()
         );
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let stop = async move {
+        let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-        };
-        Server::builder()
+            let _ = stop_tx.send(true);
+        });
+        let mut stop_serving = stop.clone();
+        let serve = Server::builder()
             .add_service(containerd_snapshots::server(Arc::new(snapshotter)))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop)
-            .await
-            .context("serving")
+            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+                let _ = stop_serving.changed().await;
+            });
+        tokio::pin!(serve);
+        // A stop waits for the requests under way, not for clients that stay connected
+        // (containerd keeps its connection open): 5 s, then this stops all the same.
+        tokio::select! {
+            served = &mut serve => served.context("serving"),
+            _ = async {
+                let _ = stop.changed().await;
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            } => {
+                tracing::warn!("clients still connected 5 s after the stop signal: stopping");
+                Ok(())
+            }
+        }
     });
     let _ = std::fs::remove_file(&args.address);
     if started_daemon && let Some(stream) = client::daemon(store) {

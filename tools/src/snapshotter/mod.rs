@@ -256,6 +256,12 @@ impl containerd_snapshots::Snapshotter for TesseraSnapshotter {
                 .snapshots
                 .get(&key)
                 .ok_or_else(|| not_found(&key))?;
+            let path = self.mountpoint(r.id);
+            if state.mounted.contains(&path) {
+                // What the kernel still caches (writeback) counts too: hand it to the daemon.
+                let dir = std::fs::File::open(&path).map_err(|e| internal(e.into()))?;
+                rustix::fs::syncfs(&dir).map_err(|e| internal(e.into()))?;
+            }
             r.tessera_name()
         };
         let stats = self.call(Request::Stats {
