@@ -6,6 +6,7 @@
 #
 #   scripts/containerd.sh start [DIR]   # default DIR: /tmp/tessera-containerd
 #   scripts/containerd.sh stop [DIR]
+#   scripts/containerd.sh demo [DIR]    # all of it: snapshotter, containerd, import, run
 #
 # Then (as root):
 #   tessera snapshotter --address DIR/snapshotter.sock &
@@ -93,8 +94,41 @@ stop)
   rm -f "$pidfile"
   echo "containerd stopped"
   ;;
+demo)
+  # A store and a snapshotter under DIR, an OCI archive of busybox-static built with umoci,
+  # imported and run with the tessera snapshotter; then everything stopped again.
+  tessera=${TESSERA:-$(command -v tessera || echo "$(dirname "$0")/../target/debug/tessera")}
+  for tool in umoci busybox; do
+    command -v $tool >/dev/null || { echo "demo: needs $tool (scripts/setup.sh)" >&2; exit 1; }
+  done
+  mkdir -p "$dir"
+  store=$dir/store
+  [ -d "$store" ] || "$tessera" --store "$store" init >/dev/null
+  "$tessera" --store "$store" snapshotter --address "$dir/snapshotter.sock" >"$dir/snapshotter.log" 2>&1 &
+  snap=$!
+  trap '"$0" stop "$dir" >/dev/null; kill -TERM $snap 2>/dev/null; wait $snap 2>/dev/null' EXIT
+  for _ in $(seq 1 100); do [ -S "$dir/snapshotter.sock" ] && break; sleep 0.1; done
+  "$0" start "$dir"
+  work=$(mktemp -d)
+  umoci init --layout "$work/layout"
+  umoci new --image "$work/layout:latest"
+  umoci unpack --image "$work/layout:latest" "$work/bundle" >/dev/null
+  mkdir -p "$work/bundle/rootfs/bin"
+  cp "$(command -v busybox)" "$work/bundle/rootfs/bin/busybox"
+  ln -s busybox "$work/bundle/rootfs/bin/sh"
+  ln -s busybox "$work/bundle/rootfs/bin/echo"
+  umoci repack --image "$work/layout:latest" "$work/bundle"
+  tar -C "$work/layout" -cf "$work/image.tar" .
+  ctr=(ctr -a "$dir/containerd.sock")
+  "${ctr[@]}" images import --snapshotter tessera --base-name tessera.demo/busybox "$work/image.tar"
+  "${ctr[@]}" run --snapshotter tessera --rm tessera.demo/busybox:latest demo \
+    /bin/sh -c 'echo hello from a container on tessera'
+  "${ctr[@]}" snapshots --snapshotter tessera ls
+  "${ctr[@]}" images rm --sync tessera.demo/busybox:latest >/dev/null
+  rm -rf "$work"
+  ;;
 *)
-  echo "usage: $0 start|stop [DIR]" >&2
+  echo "usage: $0 start|stop|demo [DIR]" >&2
   exit 2
   ;;
 esac
