@@ -34,7 +34,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
         None => store.join("snapshotter"),
     };
     // The store's daemon serves the mounts; one that this starts stays up with no mounts
-    // and is stopped when this stops.
+    // and is stopped when this stops (if it then serves none).
     let started_daemon = match client::daemon(store) {
         Some(_) => false,
         None => {
@@ -89,8 +89,18 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
         }
     });
     let _ = std::fs::remove_file(&args.address);
+    // The daemon this started stops with it, unless it still serves mounts: running
+    // containers keep their rootfs across a restart of the snapshotter (which finds them).
     if started_daemon && let Some(stream) = client::daemon(store) {
-        protocol::call(stream, &Request::Stop)?;
+        let status = protocol::call(stream, &Request::Status)?;
+        let mounts = status["mounts"].as_array().map_or(0, |m| m.len());
+        if mounts == 0 {
+            if let Some(stream) = client::daemon(store) {
+                protocol::call(stream, &Request::Stop)?;
+            }
+        } else {
+            println!("the store's daemon keeps serving {mounts} mounts (tessera daemon stop)");
+        }
     }
     served
 }
