@@ -362,7 +362,10 @@ fn bad_requests_get_containerds_codes_and_change_nothing() {
     run(&["prepare", "b", "a-done"]);
     let before = env.store_names();
     fails(&["prepare", "x", "no-such"], "not found");
-    fails(&["commit", "a-done2", "a-done"], "");
+    fails(
+        &["commit", "a-done2", "a-done"],
+        "not active: failed precondition",
+    );
     fails(&["prepare", "x", "b"], "not committed: failed precondition");
     fails(&["commit", "y", "no-such"], "not found");
     fails(&["prepare", "b", "a-done"], "already exists");
