@@ -10,7 +10,7 @@ if [ -c /dev/fuse ] && [ "$(id -u)" -eq 0 ] && [ "$(stat -c %a /dev/fuse)" != 66
 fi
 
 # radosgw and ceph-*: the one-node S3 server of the remote-store tests (scripts/s3-server.sh).
-packages=(fuse3 fuse-overlayfs busybox-static sqlite3 attr acl umoci fio xfsprogs pkg-config python3-minimal chromium podman runc
+packages=(fuse3 fuse-overlayfs busybox-static sqlite3 attr acl umoci fio xfsprogs pkg-config python3-minimal chromium podman runc containerd protobuf-compiler
   curl radosgw ceph-mon ceph-osd ceph-mgr)
 missing=()
 for p in "${packages[@]}"; do

@@ -41,6 +41,15 @@ pub fn running(pid: u64) -> bool {
 /// Starts a background daemon for the store, with a block cache of `cache_size` (like "1G"),
 /// and waits until it listens.
 pub fn start_daemon(store: &Path, cache_size: &str) -> Result<std::os::unix::net::UnixStream> {
+    start_daemon_with(store, cache_size, &[])
+}
+
+/// `start_daemon`, with more arguments for `tessera daemon run` (like `--persist`).
+pub fn start_daemon_with(
+    store: &Path,
+    cache_size: &str,
+    extra: &[&str],
+) -> Result<std::os::unix::net::UnixStream> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     let paths = DaemonPaths::for_store(store)?;
@@ -72,6 +81,7 @@ pub fn start_daemon(store: &Path, cache_size: &str) -> Result<std::os::unix::net
         .arg("--store")
         .arg(store)
         .args(["daemon", "run", "--cache-size", cache_size])
+        .args(extra)
         // Set here, so the daemon need not re-execute itself for it (see `daemon::malloc`).
         .env(crate::daemon::malloc::VAR, crate::daemon::malloc::THRESHOLD)
         .stdin(std::process::Stdio::null())

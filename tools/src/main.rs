@@ -8,6 +8,7 @@ mod cmd;
 mod daemon;
 mod output;
 mod service;
+mod snapshotter;
 mod stats_page;
 
 use std::path::PathBuf;
@@ -53,6 +54,7 @@ enum Command {
     Daemon(cmd::daemon::Args),
     Diff(cmd::diff::Args),
     Stats(cmd::stats::Args),
+    Snapshotter(cmd::snapshotter::Args),
     Gc(cmd::maintenance::GcArgs),
     Fsck(cmd::maintenance::FsckArgs),
     Completions(cmd::completions::Args),
@@ -129,6 +131,7 @@ fn main() -> ExitCode {
         Command::Daemon(args) => cmd::daemon::run(&store, args),
         Command::Diff(args) => cmd::diff::run(&store, args),
         Command::Stats(args) => cmd::stats::run(&store, args),
+        Command::Snapshotter(args) => cmd::snapshotter::run(&store, args),
         Command::Gc(args) => cmd::maintenance::run_gc(&store, args),
         Command::Fsck(args) => cmd::maintenance::run_fsck(&store, args),
         Command::Completions(args) => cmd::completions::run(args),

@@ -17,4 +17,5 @@ pub mod maintenance;
 pub mod mount;
 pub mod remote;
 pub mod remove;
+pub mod snapshotter;
 pub mod stats;

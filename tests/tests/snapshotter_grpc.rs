@@ -1,0 +1,313 @@
+//! `tessera snapshotter` spoken to directly over gRPC (no containerd in between, so every
+//! answer is the snapshotter's own): bad requests get containerd's codes (NotFound,
+//! AlreadyExists, FailedPrecondition) and leave the store as it was; labels are kept and
+//! updated; Usage and Walk answer; a restart of the snapshotter loses nothing.
+
+#[allow(dead_code)]
+mod cli;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use cli::{Cli, tessera_bin};
+use containerd_snapshots::api::snapshots::v1::snapshots_client::SnapshotsClient;
+use containerd_snapshots::api::snapshots::v1::*;
+use containerd_snapshots::tonic::transport::{Channel, Endpoint};
+use containerd_snapshots::tonic::{Code, Request};
+use tessera_tests::bytes;
+use tessera_tests::mount::can_mount;
+
+const SN: &str = "tessera";
+
+/// A running `tessera snapshotter`, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Server {
+    child: Option<Child>,
+}
+
+impl Server {
+    fn start(cli: &Cli, socket: &Path) -> Server {
+        let _ = std::fs::remove_file(socket);
+        let child = Command::new(tessera_bin())
+            .arg("--store")
+            .arg(&cli.store)
+            .arg("snapshotter")
+            .arg("--address")
+            .arg(socket)
+            .env_remove("TESSERA_STORE")
+            .stdout(std::fs::File::create(cli.path("snapshotter.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !socket.exists() {
+            assert!(started.elapsed() < Duration::from_secs(30), "no socket");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server { child: Some(child) }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            cli::signal(child.id(), rustix::process::Signal::TERM);
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(60) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn connect(socket: PathBuf) -> SnapshotsClient<Channel> {
+    let channel = Endpoint::try_from("http://[::1]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            tokio::net::UnixStream::connect(socket.clone())
+        }))
+        .await
+        .unwrap();
+    SnapshotsClient::new(channel)
+}
+
+fn code<T: std::fmt::Debug>(r: Result<T, containerd_snapshots::tonic::Status>) -> Code {
+    r.expect_err("an error").code()
+}
+
+fn prepare(key: &str, parent: &str) -> Request<PrepareSnapshotRequest> {
+    Request::new(PrepareSnapshotRequest {
+        snapshotter: SN.into(),
+        key: key.into(),
+        parent: parent.into(),
+        labels: HashMap::from([("k".to_string(), key.to_string())]),
+    })
+}
+
+fn commit(name: &str, key: &str) -> Request<CommitSnapshotRequest> {
+    Request::new(CommitSnapshotRequest {
+        snapshotter: SN.into(),
+        name: name.into(),
+        key: key.into(),
+        labels: HashMap::from([("committed".to_string(), name.to_string())]),
+    })
+}
+
+fn remove(key: &str) -> Request<RemoveSnapshotRequest> {
+    Request::new(RemoveSnapshotRequest {
+        snapshotter: SN.into(),
+        key: key.into(),
+    })
+}
+
+fn stat(key: &str) -> Request<StatSnapshotRequest> {
+    Request::new(StatSnapshotRequest {
+        snapshotter: SN.into(),
+        key: key.into(),
+    })
+}
+
+/// The store's images and containers, by name.
+fn store_names(cli: &Cli) -> Vec<String> {
+    let mut names: Vec<String> = ["images", "containers"]
+        .iter()
+        .flat_map(|what| {
+            cli.json(&[what, "--json"])
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| format!("{what}:{}", i["name"].as_str().unwrap()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn bad_requests_get_containerds_codes_and_a_restart_loses_nothing() {
+    if !can_mount() {
+        return;
+    }
+    let cli = Cli::bare();
+    let socket = cli.path("snapshotter.sock");
+    let mut server = Server::start(&cli, &socket);
+    // A runtime per session: dropping it closes the connection (else the snapshotter's
+    // stop would wait for it).
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    rt().block_on(async {
+        let mut c = connect(socket.clone()).await;
+        let mounts = c
+            .prepare(prepare("a", ""))
+            .await
+            .unwrap()
+            .into_inner()
+            .mounts;
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].r#type, "bind");
+        assert!(mounts[0].options.contains(&"rw".to_string()), "{mounts:?}");
+        std::fs::write(Path::new(&mounts[0].source).join("file"), bytes(3, 200_000)).unwrap();
+        let usage = c
+            .usage(Request::new(UsageRequest {
+                snapshotter: SN.into(),
+                key: "a".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        // Exclusive bytes as stored (compressed: these are not very compressible).
+        assert!(usage.size >= 100_000 && usage.inodes >= 1, "{usage:?}");
+        c.commit(commit("a-done", "a")).await.unwrap();
+        c.prepare(prepare("b", "a-done")).await.unwrap();
+        let view = c
+            .view(Request::new(ViewSnapshotRequest {
+                snapshotter: SN.into(),
+                key: "v".into(),
+                parent: "a-done".into(),
+                labels: HashMap::new(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .mounts;
+        assert!(view[0].options.contains(&"ro".to_string()), "{view:?}");
+        assert_eq!(
+            std::fs::read(Path::new(&view[0].source).join("file")).unwrap(),
+            bytes(3, 200_000)
+        );
+
+        let before = store_names(&cli);
+        assert_eq!(code(c.stat(stat("nope")).await), Code::NotFound);
+        assert_eq!(code(c.prepare(prepare("x", "nope")).await), Code::NotFound);
+        assert_eq!(
+            code(c.prepare(prepare("x", "b")).await),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(c.prepare(prepare("x", "v")).await),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(c.prepare(prepare("b", "a-done")).await),
+            Code::AlreadyExists
+        );
+        assert_eq!(code(c.commit(commit("y", "nope")).await), Code::NotFound);
+        assert_eq!(
+            code(c.commit(commit("a-done", "b")).await),
+            Code::AlreadyExists
+        );
+        assert_eq!(
+            code(c.commit(commit("z", "a-done")).await),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(c.commit(commit("z", "v")).await),
+            Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(c.remove(remove("a-done")).await),
+            Code::FailedPrecondition
+        );
+        assert_eq!(code(c.remove(remove("nope")).await), Code::NotFound);
+        assert_eq!(
+            code(
+                c.mounts(Request::new(MountsRequest {
+                    snapshotter: SN.into(),
+                    key: "nope".into(),
+                }))
+                .await
+            ),
+            Code::NotFound
+        );
+        assert_eq!(store_names(&cli), before);
+
+        let mut info = c
+            .stat(stat("a-done"))
+            .await
+            .unwrap()
+            .into_inner()
+            .info
+            .unwrap();
+        assert_eq!(info.labels["committed"], "a-done");
+        info.labels.insert("extra".into(), "1".into());
+        c.update(Request::new(UpdateSnapshotRequest {
+            snapshotter: SN.into(),
+            info: Some(info),
+            update_mask: Some(prost_types_mask(&["labels.extra"])),
+        }))
+        .await
+        .unwrap();
+    });
+    // A restart: the same snapshots, kinds, parents and labels, and mounts that work.
+    server.stop();
+    let mut server = Server::start(&cli, &socket);
+    rt().block_on(async {
+        let mut c = connect(socket.clone()).await;
+        let info = c
+            .stat(stat("a-done"))
+            .await
+            .unwrap()
+            .into_inner()
+            .info
+            .unwrap();
+        assert_eq!(info.labels["extra"], "1");
+        assert_eq!(info.labels["committed"], "a-done");
+        let b = c.stat(stat("b")).await.unwrap().into_inner().info.unwrap();
+        assert_eq!(b.parent, "a-done");
+        assert_eq!(b.labels["k"], "b");
+        let mut walk = c
+            .list(Request::new(ListSnapshotsRequest {
+                snapshotter: SN.into(),
+                filters: vec![],
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut keys = Vec::new();
+        while let Some(page) = walk.message().await.unwrap() {
+            keys.extend(page.info.into_iter().map(|i| i.name));
+        }
+        keys.sort();
+        assert_eq!(keys, ["a-done", "b", "v"]);
+        let mounts = c
+            .mounts(Request::new(MountsRequest {
+                snapshotter: SN.into(),
+                key: "b".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .mounts;
+        assert_eq!(
+            std::fs::read(Path::new(&mounts[0].source).join("file"))
+                .unwrap()
+                .len(),
+            200_000
+        );
+        for key in ["b", "v", "a-done"] {
+            c.remove(remove(key)).await.unwrap();
+        }
+    });
+    server.stop();
+    assert_eq!(store_names(&cli), ["images:ctd-empty"]);
+}
+
+fn prost_types_mask(paths: &[&str]) -> prost_types::FieldMask {
+    prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    }
+}
