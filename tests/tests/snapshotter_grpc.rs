@@ -1,7 +1,8 @@
 //! `tessera snapshotter` spoken to directly over gRPC (no containerd in between, so every
 //! answer is the snapshotter's own): bad requests get containerd's codes (NotFound,
 //! AlreadyExists, FailedPrecondition) and leave the store as it was; labels are kept and
-//! updated; Usage and Walk answer; a restart of the snapshotter loses nothing.
+//! updated; Usage and Walk answer; a restart of the snapshotter loses nothing; Cleanup removes
+//! what a crash left unnamed.
 
 #[allow(dead_code)]
 mod cli;
@@ -302,6 +303,22 @@ fn bad_requests_get_containerds_codes_and_a_restart_loses_nothing() {
             c.remove(remove(key)).await.unwrap();
         }
     });
+    // What a crash between a store step and the database step leaves: a container and an
+    // image named like a snapshot's that no snapshot names. Cleanup removes those, and
+    // nothing else.
+    cli.ok(&["create", "ctd-999", "--from", "ctd-empty"]);
+    cli.ok(&["commit", "ctd-999", "--name", "ctd-998"]);
+    cli.ok(&["create", "mine", "--from", "ctd-empty"]);
+    rt().block_on(async {
+        let mut c = connect(socket.clone()).await;
+        c.cleanup(Request::new(CleanupRequest {
+            snapshotter: SN.into(),
+        }))
+        .await
+        .unwrap();
+    });
+    assert_eq!(store_names(&cli), ["containers:mine", "images:ctd-empty"]);
+    cli.ok(&["rm", "mine"]);
     server.stop();
     assert_eq!(store_names(&cli), ["images:ctd-empty"]);
 }

@@ -185,6 +185,49 @@ impl TesseraSnapshotter {
         self.ensure_mounted(&mut state, &record)
     }
 
+    /// Containers and images named `ctd-N` that the database does not name: what a crash
+    /// between a store step and the database step left (design.md §9). Containers first (an
+    /// image is removed once nothing is on it); returns how many went.
+    fn remove_leftovers(&self, state: &mut State) -> Result<usize, Status> {
+        let known: HashSet<String> = state
+            .db
+            .snapshots
+            .values()
+            .map(Record::tessera_name)
+            .collect();
+        let leftover = |value: &serde_json::Value| -> Vec<u64> {
+            value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["name"].as_str())
+                .filter(|name| !known.contains(*name))
+                .filter_map(|name| name.strip_prefix("ctd-")?.parse().ok())
+                .collect()
+        };
+        let containers = leftover(&self.call(Request::Containers)?);
+        for id in &containers {
+            self.unmount(state, *id)?;
+            self.call(Request::Rm {
+                name: db::tessera_name(*id),
+            })?;
+        }
+        let images = leftover(&self.call(Request::Images)?);
+        for id in &images {
+            self.call(Request::Rmi {
+                name: db::tessera_name(*id),
+            })?;
+        }
+        if containers.len() + images.len() > 0 {
+            tracing::info!(
+                "cleanup removed {} containers and {} images no snapshot names",
+                containers.len(),
+                images.len()
+            );
+        }
+        Ok(containers.len() + images.len())
+    }
+
     fn info(key: &str, r: &Record) -> Info {
         Info {
             kind: match r.kind {
@@ -362,6 +405,12 @@ impl containerd_snapshots::Snapshotter for TesseraSnapshotter {
             name: active.tessera_name(),
         })?;
         Ok(())
+    }
+
+    /// Cleanup: removes what a crash left in the store that no snapshot names.
+    async fn clear(&self) -> Result<(), Status> {
+        let mut state = self.state.lock().unwrap();
+        self.remove_leftovers(&mut state).map(drop)
     }
 
     async fn remove(&self, key: String) -> Result<(), Status> {
