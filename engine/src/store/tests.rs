@@ -503,33 +503,47 @@ fn a_compressed_store_keeps_what_compresses_smaller() {
 /// A crash at any point of a reclamation leaves every live block readable after recovery.
 #[test]
 fn a_crash_during_reclamation_loses_no_live_block() {
-    for cut in 1..40 {
-        let mut h = PackHarness::new();
-        let blocks: Vec<Vec<u8>> = (0..40).map(|i| block(500 + i, BS)).collect();
-        for data in &blocks {
-            put_one(&h.store, data);
+    // Plain and compressed packs (the copies are compressed again as they are stored).
+    for compressed in [false, true] {
+        for cut in 1..40 {
+            crash_during_reclamation(compressed, cut);
         }
-        h.commit();
-        let live: HashSet<BlockId> = blocks.iter().step_by(3).map(|d| BlockId::of(d)).collect();
-        let plan = h.store.plan_reclaim(&|id| live.contains(id)).unwrap();
-        h.io.fail_after(cut as i64);
-        let done = h
-            .store
-            .reclaim(&plan)
-            .and_then(|_| h.store.sync())
-            .map(|checkpoint| {
-                h.record(&checkpoint);
-                h.store.acknowledge(&checkpoint);
-            })
-            .and_then(|_| h.store.delete_retired());
-        let io = h.io.crash(cut as u64);
-        let store = PackStore::open(io.clone() as Io, layout(), config(), &h.records).unwrap();
-        for id in &live {
-            let mut out = vec![0u8; BS];
-            store
-                .get(id, &mut out)
-                .unwrap_or_else(|e| panic!("cut {cut} ({done:?}): {e}"));
+    }
+}
+
+fn crash_during_reclamation(compressed: bool, cut: usize) {
+    let mut h = match compressed {
+        false => PackHarness::new(),
+        true => PackHarness::compressed(),
+    };
+    let blocks: Vec<Vec<u8>> = (0..40).map(|i| block(500 + i, BS)).collect();
+    for data in &blocks {
+        put_one(&h.store, data);
+    }
+    h.commit();
+    let live: HashSet<BlockId> = blocks.iter().step_by(3).map(|d| BlockId::of(d)).collect();
+    let plan = h.store.plan_reclaim(&|id| live.contains(id)).unwrap();
+    h.io.fail_after(cut as i64);
+    let done = h
+        .store
+        .reclaim(&plan)
+        .and_then(|_| h.store.sync())
+        .map(|checkpoint| {
+            h.record(&checkpoint);
+            h.store.acknowledge(&checkpoint);
+        })
+        .and_then(|_| h.store.delete_retired());
+    let io = h.io.crash(cut as u64);
+    let store = PackStore::open(io.clone() as Io, layout(), h.config.clone(), &h.records).unwrap();
+    for (id, data) in blocks.iter().map(|d| (BlockId::of(d), d)) {
+        if !live.contains(&id) {
+            continue;
         }
+        let mut out = vec![0u8; BS];
+        let n = store
+            .get(&id, &mut out)
+            .unwrap_or_else(|e| panic!("cut {cut}, compressed {compressed} ({done:?}): {e}"));
+        assert_eq!(&out[..n], &data[..]);
     }
 }
 
