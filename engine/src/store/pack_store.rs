@@ -442,11 +442,6 @@ impl PackStore {
         self.store_blocks(&fresh, &|id| !held_elsewhere(id))
     }
 
-    /// Compresses blocks the way this store keeps them (`None`: kept as they are).
-    pub(super) fn compress_all(&self, blocks: &[(BlockId, &[u8])]) -> Vec<Option<Vec<u8>>> {
-        compress::compress_all(self.config.compression, blocks)
-    }
-
     pub(super) fn holds(&self, id: &BlockId) -> bool {
         self.locate(id).is_some()
     }

@@ -5,9 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::Staging;
 use super::pack_store::{PackStore, SealedPack};
 use super::pack_writer::{PackWriter, StoredBlock};
+use super::{Staging, compress};
 use crate::error::Result;
 use crate::format::pack::PackHeader;
 use crate::format::pack_index::Entry;
@@ -87,7 +87,7 @@ impl Staging for PackStaging<'_> {
                 header,
             )?);
         }
-        let frames = self.store.compress_all(&fresh);
+        let frames = compress::compress_all(self.store.config.compression, &fresh);
         let writer = self.writer.as_mut().expect("just created");
         let placed = writer.append(&StoredBlock::pair(&fresh, &frames))?;
         self.entries.extend(placed);

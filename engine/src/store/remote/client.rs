@@ -248,16 +248,10 @@ impl Remote {
 
     /// The names of the objects directly under `dir` (relative to it).
     pub fn list(&self, dir: &str) -> Result<Vec<String>> {
-        self.counters.lists.fetch_add(1, Ordering::Relaxed);
-        let path = self.path(dir);
-        let listing = self
-            .runtime
-            .block_on(self.store.list_with_delimiter(Some(&path)))
-            .map_err(|e| self.error("listing", dir, e))?;
-        Ok(listing
-            .objects
+        Ok(self
+            .list_detailed(dir)?
             .into_iter()
-            .filter_map(|o| o.location.filename().map(str::to_string))
+            .map(|listed| listed.name)
             .collect())
     }
 
