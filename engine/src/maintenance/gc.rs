@@ -76,6 +76,7 @@ impl Store {
         self.sync()?;
         let _flush = self.flush_guard();
         let _no_dedup = self.inner.reclaim_lock.write().unwrap();
+        self.wait_for_reads();
         let mut marks = mark::mark(self)?;
         marks.blocks.extend(mark::unflushed(self));
 

@@ -19,8 +19,7 @@ pub struct Marks {
     pub pages: HashSet<PageId>,
 }
 
-/// Blocks live views reference only from memory. Taken before gc locks out block readers: a
-/// writer may hold a node's lock while waiting to read a block.
+/// Blocks live views reference only from memory.
 pub fn unflushed(store: &Store) -> Vec<BlockId> {
     store
         .live_volumes()

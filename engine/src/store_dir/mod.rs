@@ -60,6 +60,9 @@ pub(crate) struct StoreInner {
     /// reclamation from its mark until its commit. Reads never take it: reclamation copies a
     /// live block before it retires the pack that held it.
     pub reclaim_lock: RwLock<()>,
+    /// Held shared by a read of a view from the moment it resolves a file's block ids until it
+    /// has the blocks; reclamation takes it exclusively once, briefly (`wait_for_reads`).
+    pub reads: RwLock<()>,
     pub volumes: Mutex<Vec<Weak<VolumeShared>>>,
     /// The last error of a background flush, reported by the next fsync.
     pub background_error: Mutex<Option<String>>,
@@ -193,6 +196,7 @@ impl Store {
             },
             flush_lock: Mutex::new(()),
             reclaim_lock: RwLock::new(()),
+            reads: RwLock::new(()),
             volumes: Mutex::new(Vec::new()),
             background_error: Mutex::new(None),
             flusher: flusher::Flusher::default(),
@@ -274,6 +278,19 @@ impl Store {
     /// Keeps reclamation from freeing stored blocks the caller may start to reference.
     pub(crate) fn reclaim_guard(&self) -> RwLockReadGuard<'_, ()> {
         self.inner.reclaim_lock.read().unwrap()
+    }
+
+    /// Keeps reclamation from freeing the blocks and pages a read has resolved but not yet
+    /// read. Take it after the file's lock, and hold no lock a reclamation may wait for.
+    pub(crate) fn read_guard(&self) -> RwLockReadGuard<'_, ()> {
+        self.inner.reads.read().unwrap()
+    }
+
+    /// Waits for the reads in progress. A read resolves block ids from the generation of a
+    /// file it sees, which a flush may replace before the read has the blocks; reclamation,
+    /// once flushes are held off, waits here so that no read still holds ids its mark missed.
+    pub(crate) fn wait_for_reads(&self) {
+        drop(self.inner.reads.write().unwrap());
     }
 
     /// Syncs the packs and commits every metadata change with the pack lengths they need

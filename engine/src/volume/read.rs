@@ -29,12 +29,17 @@ impl Volume {
     /// Reads up to `len` bytes at `offset` (fewer at the end of the file).
     pub fn read(&self, node: NodeId, offset: u64, len: usize) -> Result<Vec<u8>> {
         let stack = self.stack();
+        let store = &self.shared.store;
+        // From here until the blocks are read, reclamation keeps what the plan names.
+        let reading;
         let (mut out, fetch, overlays) = match self.existing_state(node) {
             Some(state) if state.is_file => {
                 let fd = state.data.lock().unwrap();
+                reading = store.read_guard();
                 self.plan_read(&fd, offset, len)?
             }
             _ => {
+                reading = store.read_guard();
                 let record = self.record(&stack, node)?;
                 let Content::File { size, root, .. } = record.content else {
                     return Err(match record.kind {
@@ -47,6 +52,7 @@ impl Volume {
         };
         drop(stack);
         self.fetch(offset, &mut out, fetch)?;
+        drop(reading);
         for (at, bytes) in overlays {
             out[at..at + bytes.len()].copy_from_slice(&bytes);
         }
