@@ -16,6 +16,7 @@ pub mod mount;
 
 /// The S3 server (Ceph RGW) of the remote tests.
 pub mod s3_server;
+pub mod tcp_gate;
 
 use std::path::Path;
 

@@ -14,6 +14,7 @@ use tessera::store::Remote;
 use tessera::{Store, StoreOptions};
 use tessera_tests::mount::can_mount;
 use tessera_tests::s3_server::S3Server;
+use tessera_tests::tcp_gate::TcpGate;
 use tessera_tests::{bytes, read_file, write_file};
 
 fn with_remote(mut cli: Cli, server: &S3Server) -> Cli {
@@ -99,6 +100,7 @@ fn two_hosts_share_one_bucket() {
 
     failures_are_one_line_and_change_nothing(&a, &url);
     a_lazy_pull_fetches_blocks_on_first_read(&server, &url);
+    a_lazy_read_with_the_remote_away_is_eio_until_it_is_back(&server, &url);
     remote_gc::gc_deletes_exactly_the_unreferenced_packs(&server);
 }
 
@@ -174,6 +176,71 @@ fn a_lazy_pull_fetches_blocks_on_first_read(server: &S3Server, url: &str) {
     assert_eq!(files["big.bin"], bytes(1, 1 << 20));
     assert_eq!(files["new.bin"], bytes(2, 300_000));
     c.ok(&["fsck"]);
+}
+
+/// Host D mounts a container on a lazily pulled image, then the remote goes away (a gate in
+/// front of the real server cuts its connections): a read of a block not held locally fails
+/// with EIO after the bounded retry, with a log line naming the remote; the mount stays up and
+/// serves what is local; once the remote is back the same read returns the right bytes.
+fn a_lazy_read_with_the_remote_away_is_eio_until_it_is_back(server: &S3Server, url: &str) {
+    if !can_mount() {
+        return;
+    }
+    let endpoint = server
+        .vars
+        .iter()
+        .find(|(k, _)| k == "AWS_ENDPOINT_URL")
+        .map(|(_, v)| v.trim_start_matches("http://").to_string())
+        .expect("the server's endpoint");
+    let gate = TcpGate::start(endpoint.parse().expect("host:port"));
+    let mut d = with_remote(Cli::bare(), server);
+    for (k, v) in &mut d.env {
+        if k == "AWS_ENDPOINT_URL" {
+            *v = gate.url();
+        }
+    }
+    d.ok(&["pull", url, "img2", "--lazy"]);
+    d.ok(&["create", "away", "--from", "img2"]);
+    let mountpoint = d.mountpoint("away");
+    d.mount("away", &mountpoint);
+    // Fetched while the remote is there: served locally later.
+    assert_eq!(
+        std::fs::read(mountpoint.join("etc/hostname")).unwrap(),
+        b"changed on host B\n"
+    );
+
+    gate.close();
+    let started = std::time::Instant::now();
+    let err = std::fs::read(mountpoint.join("new.bin")).expect_err("the remote is away");
+    let waited = started.elapsed();
+    eprintln!("a read with the remote away failed after {waited:?}: {err}");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert!(waited < std::time::Duration::from_secs(60), "{waited:?}");
+    // The mount is up: local files read, a new file is written and read back.
+    assert_eq!(
+        std::fs::read(mountpoint.join("etc/hostname")).unwrap(),
+        b"changed on host B\n"
+    );
+    std::fs::write(mountpoint.join("local.txt"), "written while away\n").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(mountpoint.join("local.txt")).unwrap(),
+        "written while away\n"
+    );
+    let log = std::fs::read_to_string(d.daemon_log().unwrap()).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("I/O error reported to the kernel") && l.contains("remote")),
+        "no log line names the remote: {log}"
+    );
+
+    gate.open();
+    assert_eq!(
+        std::fs::read(mountpoint.join("new.bin")).unwrap(),
+        bytes(2, 300_000),
+        "the read works once the remote is back"
+    );
+    d.ok(&["umount", s(&mountpoint)]);
+    d.ok(&["fsck"]);
 }
 
 fn failures_are_one_line_and_change_nothing(a: &Cli, url: &str) {
