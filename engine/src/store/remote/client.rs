@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::coalesce_ranges;
 use object_store::path::Path as ObjectPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
@@ -102,6 +103,9 @@ impl fmt::Debug for Remote {
 /// unreachable server is reported in seconds, not after object_store's default 3 minutes.
 const RETRIES: usize = 2;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ranges of one object less than this apart are read with one GET (a gap costs less to
+/// read than a request).
+const COALESCE: u64 = 64 * 1024;
 
 impl Remote {
     /// A client for `url`, with credentials, region and endpoint from the AWS_* variables of
@@ -227,6 +231,52 @@ impl Remote {
             .bytes_fetched
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes.to_vec())
+    }
+
+    /// Reads ranges of several objects. Per object, ranges under `COALESCE` apart are read
+    /// with one ranged GET, and up to ten GETs per object are in flight, all objects at once
+    /// (object_store's `coalesce_ranges`). One result per object: its ranges' bytes, in order.
+    pub fn get_ranges_of(
+        &self,
+        requests: &[(String, Vec<Range<u64>>)],
+    ) -> Vec<Result<Vec<Vec<u8>>>> {
+        let results = self.runtime.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, (key, ranges)) in requests.iter().enumerate() {
+                let (store, path) = (self.store.clone(), self.path(key));
+                let (counters, ranges) = (self.counters.clone(), ranges.clone());
+                tasks.spawn(async move {
+                    let fetch = |range: Range<u64>| {
+                        let (store, path, counters) =
+                            (store.clone(), path.clone(), counters.clone());
+                        async move {
+                            counters.requests.fetch_add(1, Ordering::Relaxed);
+                            let bytes = store.get_range(&path, range).await?;
+                            counters
+                                .bytes_fetched
+                                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                            Ok::<_, object_store::Error>(bytes)
+                        }
+                    };
+                    (i, coalesce_ranges(&ranges, fetch, COALESCE).await)
+                });
+            }
+            let mut results: Vec<_> = requests.iter().map(|_| None).collect();
+            while let Some(joined) = tasks.join_next().await {
+                let (i, got) = joined.expect("a remote read task panicked");
+                results[i] = Some(got);
+            }
+            results
+        });
+        results
+            .into_iter()
+            .zip(requests)
+            .map(|(got, (key, _))| {
+                got.expect("every task reported")
+                    .map(|parts| parts.into_iter().map(|b| b.to_vec()).collect())
+                    .map_err(|e| self.error("reading", key, e))
+            })
+            .collect()
     }
 
     /// Whether an object exists.

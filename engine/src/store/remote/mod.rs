@@ -17,11 +17,12 @@
 
 pub mod bucket;
 mod client;
+mod fetch;
 mod index_cache;
 mod remote_packs;
 mod upload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 pub use bucket::{LAYOUT_VERSION, PackName};
 pub use client::{Listed, Remote, RemoteFigures, RemoteUrl};
@@ -81,16 +82,40 @@ impl RemoteStore {
         self.packs.upload(ids, &self.local)
     }
 
-    /// Makes every listed block local: a block the local packs lack is fetched (verified)
-    /// and put into them.
+    /// Makes every listed block local: the blocks the local packs lack are fetched at once
+    /// (verified), with what read-ahead adds, and put into them. A block read ahead that does
+    /// not come is only logged; one that was asked for fails the call (after the others that
+    /// came are kept).
     fn make_local(&self, ids: impl Iterator<Item = BlockId>) -> Result<()> {
+        let mut seen = HashSet::new();
+        let mut missing = Vec::new();
         for id in ids {
-            if !self.local.contains(&id)? {
-                let data = self.packs.fetch(&id)?;
-                self.local.put(&[(id, &data)])?;
+            if !id.is_zero() && seen.insert(id) && !self.local.contains(&id)? {
+                missing.push(id);
             }
         }
-        Ok(())
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let extra = self
+            .packs
+            .read_ahead(&missing, &|id| self.local.contains(id).unwrap_or(true));
+        let asked = missing.len();
+        missing.extend(extra);
+        let mut fetched = Vec::with_capacity(missing.len());
+        let mut failed = None;
+        for (id, result) in self.packs.fetch_many(&missing) {
+            match result {
+                Ok(data) => fetched.push((id, data)),
+                Err(e) if missing[..asked].contains(&id) => {
+                    failed.get_or_insert(e);
+                }
+                Err(e) => tracing::warn!("read-ahead of block {id}: {e}"),
+            }
+        }
+        let pairs: Vec<(BlockId, &[u8])> = fetched.iter().map(|(id, d)| (*id, &d[..])).collect();
+        self.local.put(&pairs)?;
+        failed.map_or(Ok(()), Err)
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::{Arc, RwLock};
 
 use super::Remote;
 use super::bucket::{self, IndexEntries, PackName};
-use crate::error::{Error, IoContext, Result};
+use super::fetch::{Placed, Streams};
+use crate::error::{IoContext, Result};
 use crate::format::pack_index::Entry;
 use crate::ids::BlockId;
 use crate::io::Io;
@@ -29,6 +30,9 @@ pub struct RemotePacks {
     /// Blocks of the attached packs.
     pub(super) known: RwLock<HashMap<BlockId, RemoteBlock>>,
     attached: RwLock<BTreeMap<PackName, Arc<PackName>>>,
+    /// Each attached pack's blocks in the pack's order (for read-ahead).
+    order: RwLock<HashMap<Arc<PackName>, Arc<Vec<Placed>>>>,
+    pub(super) streams: Streams,
 }
 
 impl RemotePacks {
@@ -53,6 +57,8 @@ impl RemotePacks {
             pack_target,
             known: RwLock::new(HashMap::new()),
             attached: RwLock::new(BTreeMap::new()),
+            order: RwLock::new(HashMap::new()),
+            streams: Streams::default(),
         };
         for (name, entries) in packs.load_cached_indexes()? {
             packs.add_index(name, entries);
@@ -75,6 +81,12 @@ impl RemotePacks {
         known.get(id).map(|b| ((*b.pack).clone(), b.entry.len))
     }
 
+    /// An attached pack's blocks in its order (empty for a pack not attached).
+    pub(super) fn order_of(&self, pack: &Arc<PackName>) -> Arc<Vec<Placed>> {
+        let order = self.order.read().unwrap();
+        order.get(pack).cloned().unwrap_or_default()
+    }
+
     /// The attached packs.
     pub fn attached_packs(&self) -> Vec<PackName> {
         self.attached.read().unwrap().keys().cloned().collect()
@@ -92,6 +104,15 @@ impl RemotePacks {
             .entry(name.clone())
             .or_insert_with(|| Arc::new(name))
             .clone();
+        let mut placed: Vec<Placed> = entries
+            .iter()
+            .map(|(id, entry)| (entry.offset, entry.len, *id))
+            .collect();
+        placed.sort_unstable();
+        self.order
+            .write()
+            .unwrap()
+            .insert(pack.clone(), Arc::new(placed));
         let mut known = self.known.write().unwrap();
         for (id, entry) in entries {
             known.entry(id).or_insert(RemoteBlock {
@@ -160,6 +181,10 @@ impl RemotePacks {
         for name in gone {
             attached.remove(name);
         }
+        self.order
+            .write()
+            .unwrap()
+            .retain(|pack, _| attached.contains_key(&**pack));
         known.retain(|_, block| attached.contains_key(&*block.pack));
         drop((attached, known));
         // A block of a detached pack may also lie in a pack still attached.
@@ -169,47 +194,5 @@ impl RemotePacks {
             }
         }
         Ok(())
-    }
-
-    /// Fetches one block with one ranged GET and verifies it against its id. A block whose
-    /// bytes do not match is a `Corrupt` error (and a log line) naming the pack and offset.
-    pub fn fetch(&self, id: &BlockId) -> Result<Vec<u8>> {
-        let Some(at) = self.known.read().unwrap().get(id).cloned() else {
-            return Err(Error::Corrupt(format!(
-                "block {id} is referenced but not stored"
-            )));
-        };
-        if at.entry.len == 0 || at.entry.len > self.block_size {
-            return Err(Error::Corrupt(format!(
-                "block {id} in remote pack {} has invalid length {}",
-                at.pack.0, at.entry.len
-            )));
-        }
-        let key = bucket::pack_key(&at.pack);
-        let range = at.entry.offset..at.entry.offset + at.entry.len as u64;
-        let mut data = self.remote.get_range(&key, range)?;
-        if at.entry.compressed && data.len() == at.entry.len as usize {
-            // This build uploads plain blocks; a compressed one is decoded all the same.
-            let mut block = vec![0u8; self.block_size as usize];
-            let n = super::super::compress::decompress(&data, &mut block).unwrap_or(0);
-            block.truncate(n);
-            data = block;
-        } else if data.len() != at.entry.len as usize {
-            data.clear();
-        }
-        if data.is_empty() || BlockId::of(&data) != *id {
-            tracing::error!(
-                "block {id} fetched from {}/{key} at offset {} does not match its id",
-                self.remote.url(),
-                at.entry.offset
-            );
-            return Err(Error::Corrupt(format!(
-                "block {id} in remote pack {} at offset {} does not match its id",
-                at.pack.0, at.entry.offset
-            )));
-        }
-        tracing::debug!(block = %id, pack = %at.pack.0, offset = at.entry.offset, "fetched");
-        self.remote.count_block_fetched();
-        Ok(data)
     }
 }
