@@ -101,6 +101,7 @@ fn two_hosts_share_one_bucket() {
     failures_are_one_line_and_change_nothing(&a, &url);
     a_lazy_pull_fetches_blocks_on_first_read(&server, &url);
     a_lazy_read_with_the_remote_away_is_eio_until_it_is_back(&server, &url);
+    a_lazy_pull_prefetches_the_paths_it_names(&server, &url);
     remote_gc::gc_deletes_exactly_the_unreferenced_packs(&server);
 }
 
@@ -250,6 +251,62 @@ fn a_lazy_read_with_the_remote_away_is_eio_until_it_is_back(server: &S3Server, u
     );
     d.ok(&["umount", s(&mountpoint)]);
     d.ok(&["fsck"]);
+}
+
+/// `pull --lazy --prefetch PATH`: the named files' blocks (a directory's files too) are
+/// fetched by the pull, and later reads of them make no request; other files stay remote. A
+/// path the image lacks fails the pull before anything is fetched, and leaves no image.
+fn a_lazy_pull_prefetches_the_paths_it_names(server: &S3Server, url: &str) {
+    let e = with_remote(Cli::bare(), server);
+    let err = e.fails(
+        &["pull", url, "img2", "--lazy", "--prefetch", "/nosuch"],
+        "prefetch: no /nosuch in image img2",
+    );
+    assert!(!e.ok(&["images"]).contains("img2"), "{err}");
+    let pulled = e.json(&[
+        "pull",
+        url,
+        "img2",
+        "--lazy",
+        "--prefetch",
+        "/new.bin",
+        "--prefetch",
+        "etc",
+        "--json",
+    ]);
+    let hostname = "changed on host B\n".len() as u64;
+    assert_eq!(u(&pulled, "/prefetched/files"), 2, "{pulled}");
+    assert_eq!(
+        u(&pulled, "/prefetched/bytes"),
+        300_000 + hostname,
+        "{pulled}"
+    );
+    assert_eq!(u(&pulled, "/prefetched/fetched_blocks"), 6, "{pulled}");
+    assert!(
+        e.ok(&[
+            "pull",
+            url,
+            "img2",
+            "--lazy",
+            "--name",
+            "again",
+            "--prefetch",
+            "etc"
+        ])
+        .contains("prefetched 1 file(s)")
+    );
+
+    let remote = Remote::connect_with(&url.parse().unwrap(), server.vars.clone()).unwrap();
+    let store = Store::open(&e.store, StoreOptions::default().remote(remote.clone())).unwrap();
+    let view = store.open_image("img2").unwrap();
+    assert_eq!(read_file(&view, "new.bin"), bytes(2, 300_000));
+    assert_eq!(read_file(&view, "etc/hostname"), b"changed on host B\n");
+    assert_eq!(remote.figures().requests, 0, "prefetched: read locally");
+    assert_eq!(read_file(&view, "big.bin"), bytes(1, 1 << 20));
+    assert!(
+        remote.figures().blocks_fetched >= 16,
+        "big.bin was not prefetched"
+    );
 }
 
 fn failures_are_one_line_and_change_nothing(a: &Cli, url: &str) {

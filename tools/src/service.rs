@@ -73,6 +73,9 @@ pub enum Request {
         /// remote).
         #[serde(default)]
         lazy: bool,
+        /// Paths of the image whose blocks a lazy pull fetches at once.
+        #[serde(default)]
+        prefetch: Vec<String>,
     },
     Stats {
         names: Vec<String>,
@@ -186,14 +189,26 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
             image,
             name,
             lazy,
+            prefetch,
         } => {
             let local = name.unwrap_or_else(|| image.clone());
-            let report = if lazy {
+            let mut report = if lazy {
                 store.pull_lazy(&image, &local)
             } else {
                 store.pull(&remote_packs(store, &url)?, &image, &local)
             }
             .with_context(|| format!("pulling {image} from {url}"))?;
+            if !prefetch.is_empty() {
+                match store.prefetch(&local, &prefetch) {
+                    Ok(prefetched) => report.prefetched = Some(prefetched),
+                    Err(e) => {
+                        // A pull that fails leaves no image behind.
+                        store.remove_image(&local).ok();
+                        return Err(anyhow::Error::new(e))
+                            .with_context(|| format!("pulling {image} from {url}"));
+                    }
+                }
+            }
             serde_json::to_value(report)?
         }
         Request::Stats { names, top } => {

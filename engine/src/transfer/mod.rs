@@ -6,12 +6,14 @@
 mod gc;
 pub mod lease;
 pub mod manifest;
+mod prefetch;
 mod pull;
 mod push;
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub use gc::{DEFAULT_GRACE, RemoteGcOptions, RemoteGcReport, gc_remote, remove_remote_image};
+pub use prefetch::PrefetchReport;
 pub use pull::{PullReport, RemoteImageInfo, read_manifest, remote_images, remote_images_info};
 pub use push::PushReport;
 

@@ -34,6 +34,9 @@ pub struct PullReport {
     pub fetched_blocks: u64,
     /// Every byte read from the remote (manifest, indexes, blocks).
     pub bytes_fetched: u64,
+    /// What `--prefetch` read, when paths were named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetched: Option<super::PrefetchReport>,
 }
 
 /// Reads the manifest of a remote image.
@@ -151,6 +154,7 @@ impl Store {
             blocks,
             fetched_blocks,
             bytes_fetched: packs.remote().figures().bytes_fetched - fetched_before,
+            prefetched: None,
         })
     }
 

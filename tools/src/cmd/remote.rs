@@ -30,7 +30,7 @@ pub struct PushArgs {
 /// Make a remote image usable locally: fetches its metadata and the blocks the store lacks.
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  tessera pull s3://images/farm debian:12 --name debian\n  tessera pull s3://images/farm debian:12 --lazy   # blocks on first read"
+    after_help = "Examples:\n  tessera pull s3://images/farm debian:12 --name debian\n  tessera pull s3://images/farm debian:12 --lazy   # blocks on first read\n  tessera pull s3://images/farm app:1 --lazy --prefetch /usr/bin/app --prefetch /etc"
 )]
 pub struct PullArgs {
     /// The remote: s3://BUCKET/PREFIX.
@@ -44,6 +44,10 @@ pub struct PullArgs {
     /// the remote from then on (it connects with the AWS_* variables when it opens).
     #[arg(long)]
     lazy: bool,
+    /// With --lazy: fetch the blocks of these files (every file under a directory) now, before
+    /// anything reads them. Repeat for several paths.
+    #[arg(long, value_name = "PATH", requires = "lazy")]
+    prefetch: Vec<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -88,6 +92,7 @@ pub fn run_pull(store: &Path, args: PullArgs) -> Result<()> {
             image: args.image,
             name: args.name,
             lazy: args.lazy,
+            prefetch: args.prefetch,
         },
     );
     spinner.finish();
@@ -105,5 +110,14 @@ pub fn run_pull(store: &Path, args: PullArgs) -> Result<()> {
         r.fetched_blocks,
         output::size(r.bytes_fetched)
     );
+    if let Some(p) = r.prefetched {
+        println!(
+            "prefetched {} file(s), {}: {} blocks fetched, {} received",
+            p.files,
+            output::size(p.bytes),
+            p.fetched_blocks,
+            output::size(p.bytes_fetched)
+        );
+    }
     Ok(())
 }

@@ -80,7 +80,11 @@ pub(crate) fn reads_through_the_remote_and_keeps_what_it_fetched(server: &S3Serv
         let dir = tempfile::tempdir().unwrap();
         let remote = server.remote_at(remote.url());
         let store = open(dir.path(), &remote, &BTreeMap::new());
-        assert_eq!(remote.figures().requests + remote.figures().lists, 0, "{name}");
+        assert_eq!(
+            remote.figures().requests + remote.figures().lists,
+            0,
+            "{name}"
+        );
         assert_eq!(store.packs().refresh().unwrap() as u64, report.packs);
         (dir, remote, store)
     };
@@ -125,8 +129,15 @@ pub(crate) fn reads_through_the_remote_and_keeps_what_it_fetched(server: &S3Serv
     }
     let after = b_remote.figures();
     let requests = after.requests - before.requests;
-    assert!(requests <= 3 * report.packs && requests < 12, "{requests} GETs");
-    assert_eq!(after.blocks_fetched - before.blocks_fetched, 40, "each once");
+    assert!(
+        requests <= 3 * report.packs && requests < 12,
+        "{requests} GETs"
+    );
+    assert_eq!(
+        after.blocks_fetched - before.blocks_fetched,
+        40,
+        "each once"
+    );
     let fetched = after.bytes_fetched - before.bytes_fetched;
     assert!(
         fetched >= 40 * BS as u64 && fetched < 40 * BS as u64 + report.packs * 8192,
