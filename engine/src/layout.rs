@@ -57,9 +57,6 @@ impl StoreLayout {
     pub fn remote_backing(&self) -> PathBuf {
         self.remotes_dir().join("backing")
     }
-    pub fn remote_backing_tmp(&self) -> PathBuf {
-        self.remotes_dir().join("backing.tmp")
-    }
     /// The kept indexes of one remote, named by its URL.
     pub fn remote_dir(&self, url: &str) -> PathBuf {
         let hash = blake3::hash(url.as_bytes()).to_hex();

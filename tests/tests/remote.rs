@@ -6,6 +6,7 @@
 
 #[allow(dead_code)]
 mod cli;
+mod remote_cache;
 mod remote_gc;
 
 use cli::*;
@@ -102,6 +103,7 @@ fn two_hosts_share_one_bucket() {
     a_lazy_pull_fetches_blocks_on_first_read(&server, &url);
     a_lazy_read_with_the_remote_away_is_eio_until_it_is_back(&server, &url);
     a_lazy_pull_prefetches_the_paths_it_names(&server, &url);
+    remote_cache::a_cache_limit_drops_the_least_recently_used(&server, &url);
     remote_gc::gc_deletes_exactly_the_unreferenced_packs(&server);
 }
 

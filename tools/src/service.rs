@@ -76,6 +76,9 @@ pub enum Request {
         /// Paths of the image whose blocks a lazy pull fetches at once.
         #[serde(default)]
         prefetch: Vec<String>,
+        /// The limit on the remote's blocks kept locally (0: none), for a lazy pull.
+        #[serde(default)]
+        cache_size: Option<u64>,
     },
     Stats {
         names: Vec<String>,
@@ -190,6 +193,7 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
             name,
             lazy,
             prefetch,
+            cache_size,
         } => {
             let local = name.unwrap_or_else(|| image.clone());
             let mut report = if lazy {
@@ -198,6 +202,9 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
                 store.pull(&remote_packs(store, &url)?, &image, &local)
             }
             .with_context(|| format!("pulling {image} from {url}"))?;
+            if let Some(limit) = cache_size {
+                store.set_cache_limit(Some(limit).filter(|l| *l > 0))?;
+            }
             if !prefetch.is_empty() {
                 match store.prefetch(&local, &prefetch) {
                     Ok(prefetched) => report.prefetched = Some(prefetched),

@@ -58,12 +58,20 @@ pub struct GcReport {
     pub bytes_freed: u64,
     pub pages_deleted: u64,
     pub seconds: f64,
+    /// What keeping a remote-backed store's cache under its limit dropped (when it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<super::EvictReport>,
 }
 
 impl Store {
-    /// Reclaims blocks and pages nothing references.
+    /// Reclaims blocks and pages nothing references. Then, in a store backed by a remote with a cache limit, drops the least recently used
+    /// of the remote's blocks past it.
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport> {
-        self.gc_with_budget(options, &|_| None)
+        let mut report = self.gc_with_budget(options, &|_| None)?;
+        if !options.dry_run {
+            report.evicted = self.evict_cache()?;
+        }
+        Ok(report)
     }
 
     /// gc that also rewrites packs until the garbage left is within `budget(live bytes)`.
@@ -99,6 +107,7 @@ impl Store {
             bytes_freed,
             pages_deleted: dead_pages.len() as u64,
             seconds: 0.0,
+            evicted: None,
         };
         if options.dry_run {
             report.seconds = started.elapsed().as_secs_f64();

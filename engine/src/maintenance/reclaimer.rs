@@ -80,6 +80,11 @@ impl Store {
     /// Runs a background reclamation pass when one is due (see the module comment). `busy`:
     /// whether this flusher tick found work.
     pub(crate) fn reclaim_if_due(&self, busy: bool) {
+        if self.blocks().fetch_cache().is_some_and(|c| c.may_be_over())
+            && let Err(e) = self.evict_cache()
+        {
+            tracing::warn!("keeping the cache under its limit failed: {e}");
+        }
         let reclaimer = &self.inner.reclaimer;
         let commits = self.commit_count();
         let due = {

@@ -372,6 +372,7 @@ pub fn stats(store: &Store, options: &StatsOptions) -> Result<StatsReport> {
             remote_only_blocks: remote_only.len() as u64,
             remote_only_bytes: remote_only.iter().map(|id| lengths[*id] as u64).sum(),
             local_pack_bytes,
+            cache_limit: store.cache_limit(),
             blocks_fetched: figures.blocks_fetched,
             bytes_fetched: figures.bytes_fetched,
             requests: figures.requests,

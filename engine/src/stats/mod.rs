@@ -42,6 +42,9 @@ pub struct RemoteStatsFigures {
     pub remote_only_bytes: u64,
     /// Bytes of the local packs: blocks fetched from the remote and the containers' writes.
     pub local_pack_bytes: u64,
+    /// The limit on the remote's blocks kept locally (`pull --lazy --cache-size`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_limit: Option<u64>,
     /// Since the store was opened (in the daemon, since it started): blocks fetched and
     /// verified, their bytes, requests, and bytes uploaded.
     pub blocks_fetched: u64,

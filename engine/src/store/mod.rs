@@ -187,6 +187,11 @@ pub trait BlockStore: Send + Sync {
         Vec::new()
     }
 
+    /// The limit on the remote's blocks kept locally, when the store is backed by a remote.
+    fn fetch_cache(&self) -> Option<&remote::FetchCache> {
+        None
+    }
+
     /// The remote packs behind the store, when it is backed by a remote (a lazy pull attaches
     /// the image's packs there, so the store can fetch its blocks on first read).
     fn remote_packs(&self) -> Option<&remote::RemotePacks> {

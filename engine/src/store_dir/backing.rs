@@ -43,13 +43,11 @@ pub(super) fn open_blocks(
         (None, None) => None,
     };
     Ok(match remote {
-        Some(remote) => Box::new(RemoteStore::open(
-            io.clone(),
-            layout.clone(),
-            config,
-            records,
-            remote,
-        )?),
+        Some(remote) => {
+            let store = RemoteStore::open(io.clone(), layout.clone(), config, records, remote)?;
+            store.cache().set_limit(cache_limit(io, layout)?);
+            Box::new(store)
+        }
         None => Box::new(PackStore::open(
             io.clone(),
             layout.clone(),
@@ -62,16 +60,9 @@ pub(super) fn open_blocks(
 /// The remote the store is backed by, if any.
 pub(crate) fn backing_url(io: &Io, layout: &StoreLayout) -> Result<Option<RemoteUrl>> {
     let path = layout.remote_backing();
-    if !io.exists(&path) {
+    let Some(text) = read_small(io, &path)? else {
         return Ok(None);
-    }
-    let file = io
-        .open(&path, OpenMode::ReadOnly)
-        .ctx(|| format!("opening {}", path.display()))?;
-    let mut bytes = vec![0u8; file.len().ctx(|| format!("reading {}", path.display()))? as usize];
-    file.read_exact_at(&mut bytes, 0)
-        .ctx(|| format!("reading {}", path.display()))?;
-    let text = String::from_utf8_lossy(&bytes);
+    };
     text.trim()
         .parse()
         .map(Some)
@@ -81,15 +72,56 @@ pub(crate) fn backing_url(io: &Io, layout: &StoreLayout) -> Result<Option<Remote
 /// Records durably that the store is backed by `url` (before metadata references a block
 /// only the remote holds).
 pub(crate) fn record_backing(io: &Io, layout: &StoreLayout, url: &RemoteUrl) -> Result<()> {
+    write_small(io, layout, "backing", &format!("{url}\n"))
+}
+
+/// The limit on the remote's blocks a backed store keeps locally (`STORE/remote/cache-size`,
+/// bytes), if one was set.
+pub(crate) fn cache_limit(io: &Io, layout: &StoreLayout) -> Result<Option<u64>> {
+    let path = layout.remotes_dir().join("cache-size");
+    let Some(text) = read_small(io, &path)? else {
+        return Ok(None);
+    };
+    let limit: u64 = text
+        .trim()
+        .parse()
+        .map_err(|e| Error::Corrupt(format!("{}: {e}", path.display())))?;
+    Ok(Some(limit).filter(|l| *l > 0))
+}
+
+pub(crate) fn record_cache_limit(io: &Io, layout: &StoreLayout, limit: Option<u64>) -> Result<()> {
+    write_small(
+        io,
+        layout,
+        "cache-size",
+        &format!("{}\n", limit.unwrap_or(0)),
+    )
+}
+
+fn read_small(io: &Io, path: &std::path::Path) -> Result<Option<String>> {
+    if !io.exists(path) {
+        return Ok(None);
+    }
+    let file = io
+        .open(path, OpenMode::ReadOnly)
+        .ctx(|| format!("opening {}", path.display()))?;
+    let mut bytes = vec![0u8; file.len().ctx(|| format!("reading {}", path.display()))? as usize];
+    file.read_exact_at(&mut bytes, 0)
+        .ctx(|| format!("reading {}", path.display()))?;
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// Writes `STORE/remote/NAME` whole and durably: a temporary file, synced, renamed.
+fn write_small(io: &Io, layout: &StoreLayout, name: &str, text: &str) -> Result<()> {
     let dir = layout.remotes_dir();
     io.create_dir_all(&dir)
         .ctx(|| format!("creating {}", dir.display()))?;
-    let (tmp, path) = (layout.remote_backing_tmp(), layout.remote_backing());
+    let (tmp, path) = (dir.join(format!("{name}.tmp")), dir.join(name));
     let file = io
         .open(&tmp, OpenMode::Create)
         .ctx(|| format!("creating {}", tmp.display()))?;
     file.set_len(0)
-        .and_then(|_| file.write_all_at(format!("{url}\n").as_bytes(), 0))
+        .and_then(|_| file.write_all_at(text.as_bytes(), 0))
         .and_then(|_| file.sync_data())
         .ctx(|| format!("writing {}", tmp.display()))?;
     io.rename(&tmp, &path)

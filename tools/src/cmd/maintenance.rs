@@ -88,6 +88,15 @@ pub fn run_gc(store: &Path, args: GcArgs) -> Result<()> {
         r.pages_deleted,
         r.seconds
     );
+    if let Some(e) = r.evicted {
+        println!(
+            "cache of the remote's blocks: {} held, limit {}: dropped {} blocks ({})",
+            size(e.cached_bytes),
+            size(e.limit),
+            e.blocks_dropped,
+            size(e.bytes_dropped)
+        );
+    }
     Ok(())
 }
 

@@ -48,6 +48,11 @@ pub struct PullArgs {
     /// anything reads them. Repeat for several paths.
     #[arg(long, value_name = "PATH", requires = "lazy")]
     prefetch: Vec<String>,
+    /// With --lazy: keep at most this much of the remote's blocks locally (e.g. 10G; none
+    /// lifts a limit); the least recently used are dropped, and fetched again when read.
+    /// Blocks containers' writable layers use are never dropped.
+    #[arg(long, value_name = "SIZE", requires = "lazy")]
+    cache_size: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -82,6 +87,17 @@ pub fn run_push(store: &Path, args: PushArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--cache-size`: a size, or 0 for none.
+fn parse_cache_size(text: &str) -> Result<u64> {
+    if text == "none" {
+        return Ok(0);
+    }
+    match tessera::store_dir::parse_size(text) {
+        Some(n) if n > 0 => Ok(n),
+        _ => anyhow::bail!("--cache-size {text:?} is not a size like 10G (or none)"),
+    }
+}
+
 pub fn run_pull(store: &Path, args: PullArgs) -> Result<()> {
     let url: RemoteUrl = args.url.parse()?;
     let spinner = output::Spinner::start("pulling");
@@ -93,6 +109,11 @@ pub fn run_pull(store: &Path, args: PullArgs) -> Result<()> {
             name: args.name,
             lazy: args.lazy,
             prefetch: args.prefetch,
+            cache_size: args
+                .cache_size
+                .as_deref()
+                .map(parse_cache_size)
+                .transpose()?,
         },
     );
     spinner.finish();

@@ -81,10 +81,14 @@ fn print(r: &StatsReport) {
     );
     if let Some(remote) = &r.remote {
         println!(
-            "  remote: {} blocks ({}) held only there; local packs {}; fetched {} blocks ({}) in {} requests since the store was opened",
+            "  remote: {} blocks ({}) held only there; local packs {}{}; fetched {} blocks ({}) in {} requests since the store was opened",
             remote.remote_only_blocks,
             size(remote.remote_only_bytes),
             size(remote.local_pack_bytes),
+            remote
+                .cache_limit
+                .map(|l| format!(" (the remote's blocks kept up to {})", size(l)))
+                .unwrap_or_default(),
             remote.blocks_fetched,
             size(remote.bytes_fetched),
             remote.requests

@@ -200,6 +200,7 @@ impl Daemon {
                 "blocks_fetched": f.blocks_fetched,
                 "bytes_sent": f.bytes_sent,
                 "local_pack_bytes": local,
+                "cache_limit": self.store.cache_limit(),
             })),
         })
     }

@@ -16,6 +16,7 @@
 //! copies, and a crash loses at most cached copies of remote blocks, fetched again on demand.
 
 pub mod bucket;
+mod cache;
 mod client;
 mod fetch;
 mod index_cache;
@@ -25,6 +26,7 @@ mod upload;
 use std::collections::{BTreeMap, HashSet};
 
 pub use bucket::{LAYOUT_VERSION, PackName};
+pub use cache::FetchCache;
 pub use client::{Listed, Remote, RemoteFigures, RemoteUrl};
 pub use remote_packs::RemotePacks;
 pub use upload::UploadReport;
@@ -38,10 +40,14 @@ use crate::ids::{BlockId, PackId};
 use crate::io::Io;
 use crate::layout::StoreLayout;
 
+/// Reads fetch a block again at most this often when a cache eviction keeps dropping it.
+const EVICTION_RETRIES: usize = 3;
+
 pub struct RemoteStore {
     local: PackStore,
     packs: RemotePacks,
     config: PackStoreConfig,
+    cache: FetchCache,
 }
 
 impl RemoteStore {
@@ -60,7 +66,13 @@ impl RemoteStore {
             local,
             packs,
             config,
+            cache: FetchCache::default(),
         })
+    }
+
+    /// The limit on the remote's blocks kept locally, and their recency.
+    pub fn cache(&self) -> &FetchCache {
+        &self.cache
     }
 
     /// The remote packs this store knows.
@@ -114,8 +126,21 @@ impl RemoteStore {
             }
         }
         let pairs: Vec<(BlockId, &[u8])> = fetched.iter().map(|(id, d)| (*id, &d[..])).collect();
-        self.local.put(&pairs)?;
+        self.cache.added(self.local.put(&pairs)?);
         failed.map_or(Ok(()), Err)
+    }
+
+    /// Whether a cache eviction dropped one of these blocks after `make_local` fetched or
+    /// found it (the read then fetches it again).
+    fn evicted_meanwhile(&self, mut ids: impl Iterator<Item = BlockId>) -> bool {
+        ids.any(|id| self.remote_holds(&id) && !self.local.contains(&id).unwrap_or(true))
+    }
+
+    /// Notes the use of the remote's blocks among `ids`, for the cache's recency.
+    fn used(&self, ids: impl Iterator<Item = BlockId>) {
+        if self.cache.limit().is_some() {
+            self.cache.used(ids.filter(|id| self.remote_holds(id)));
+        }
     }
 }
 
@@ -163,13 +188,40 @@ impl BlockStore for RemoteStore {
     }
 
     fn get(&self, id: &BlockId, out: &mut [u8]) -> Result<usize> {
-        self.make_local(std::iter::once(*id))?;
-        self.local.get(id, out)
+        let mut tries = 0;
+        loop {
+            self.make_local(std::iter::once(*id))?;
+            match self.local.get(id, out) {
+                Err(_)
+                    if tries < EVICTION_RETRIES && self.evicted_meanwhile(std::iter::once(*id)) =>
+                {
+                    tries += 1
+                }
+                result => {
+                    self.used(std::iter::once(*id));
+                    return result;
+                }
+            }
+        }
     }
 
     fn read_blocks(&self, reads: &mut [BlockRead<'_>], fill_cache: bool) -> Result<()> {
-        self.make_local(reads.iter().map(|r| r.id))?;
-        self.local.read_blocks(reads, fill_cache)
+        let mut tries = 0;
+        loop {
+            self.make_local(reads.iter().map(|r| r.id))?;
+            match self.local.read_blocks(reads, fill_cache) {
+                Err(_)
+                    if tries < EVICTION_RETRIES
+                        && self.evicted_meanwhile(reads.iter().map(|r| r.id)) =>
+                {
+                    tries += 1
+                }
+                result => {
+                    self.used(reads.iter().map(|r| r.id));
+                    return result;
+                }
+            }
+        }
     }
 
     fn stage(&self) -> Result<Box<dyn Staging + '_>> {
@@ -239,6 +291,10 @@ impl BlockStore for RemoteStore {
 
     fn damage(&self) -> Vec<String> {
         self.local.damage()
+    }
+
+    fn fetch_cache(&self) -> Option<&FetchCache> {
+        Some(&self.cache)
     }
 
     fn remote_packs(&self) -> Option<&RemotePacks> {
