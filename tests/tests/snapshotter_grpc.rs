@@ -1,8 +1,8 @@
 //! `tessera snapshotter` spoken to directly over gRPC (no containerd in between, so every
 //! answer is the snapshotter's own): bad requests get containerd's codes (NotFound,
 //! AlreadyExists, FailedPrecondition) and leave the store as it was; labels are kept and
-//! updated; Usage and Walk answer; a restart of the snapshotter loses nothing; Cleanup removes
-//! what a crash left unnamed.
+//! updated; Usage and Walk answer, Walk with containerd's filters; a restart of the
+//! snapshotter loses nothing; Cleanup removes what a crash left unnamed.
 
 #[allow(dead_code)]
 mod cli;
@@ -321,6 +321,110 @@ fn bad_requests_get_containerds_codes_and_a_restart_loses_nothing() {
     cli.ok(&["rm", "mine"]);
     server.stop();
     assert_eq!(store_names(&cli), ["images:ctd-empty"]);
+}
+
+/// The sorted keys Walk answers for `filters`, or its error.
+async fn walk(
+    c: &mut SnapshotsClient<Channel>,
+    filters: &[&str],
+) -> Result<Vec<String>, containerd_snapshots::tonic::Status> {
+    let mut stream = c
+        .list(Request::new(ListSnapshotsRequest {
+            snapshotter: SN.into(),
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+        }))
+        .await?
+        .into_inner();
+    let mut keys = Vec::new();
+    while let Some(page) = stream.message().await? {
+        keys.extend(page.info.into_iter().map(|i| i.name));
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+#[test]
+fn walk_answers_containerds_filters() {
+    if !can_mount() {
+        return;
+    }
+    let cli = Cli::bare();
+    let socket = cli.path("snapshotter.sock");
+    let mut server = Server::start(&cli, &socket);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = connect(socket.clone()).await;
+        // Two committed layers (one a gc root), an active snapshot on one, a view on the other.
+        for (key, name, root) in [("app", "app-base", true), ("box", "box-base", false)] {
+            c.prepare(prepare(key, "")).await.unwrap();
+            let mut labels = HashMap::from([("committed".to_string(), name.to_string())]);
+            if root {
+                labels.insert("containerd.io/gc.root".into(), "2026-12-07".into());
+            }
+            c.commit(Request::new(CommitSnapshotRequest {
+                snapshotter: SN.into(),
+                name: name.into(),
+                key: key.into(),
+                labels,
+            }))
+            .await
+            .unwrap();
+        }
+        c.prepare(prepare("active", "app-base")).await.unwrap();
+        c.view(Request::new(ViewSnapshotRequest {
+            snapshotter: SN.into(),
+            key: "view".into(),
+            parent: "box-base".into(),
+            labels: HashMap::new(),
+        }))
+        .await
+        .unwrap();
+
+        let all = ["active", "app-base", "box-base", "view"];
+        assert_eq!(walk(&mut c, &[]).await.unwrap(), all);
+        assert_eq!(
+            walk(&mut c, &["kind==committed"]).await.unwrap(),
+            ["app-base", "box-base"]
+        );
+        assert_eq!(
+            walk(&mut c, &[r#"labels."containerd.io/gc.root""#])
+                .await
+                .unwrap(),
+            ["app-base"]
+        );
+        assert_eq!(
+            walk(&mut c, &["name~=^a"]).await.unwrap(),
+            ["active", "app-base"]
+        );
+        assert_eq!(
+            walk(&mut c, &["kind==view", "parent==app-base"])
+                .await
+                .unwrap(),
+            ["active", "view"]
+        );
+        assert_eq!(
+            walk(&mut c, &["kind!=committed,labels.k==active"])
+                .await
+                .unwrap(),
+            ["active"]
+        );
+        let bad = walk(&mut c, &["kind==view", "kind=committed"])
+            .await
+            .expect_err("a malformed filter");
+        assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+        assert!(bad.message().contains(r#""kind=committed""#), "{bad:?}");
+        assert!(!bad.message().contains('\n'), "{bad:?}");
+
+        for key in ["active", "view", "app-base", "box-base"] {
+            c.remove(remove(key)).await.unwrap();
+        }
+        assert!(walk(&mut c, &[]).await.unwrap().is_empty());
+    });
+    drop(rt);
+    server.stop();
 }
 
 fn prost_types_mask(paths: &[&str]) -> prost_types::FieldMask {

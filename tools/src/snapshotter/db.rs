@@ -23,6 +23,17 @@ pub enum Kind {
     Committed,
 }
 
+impl Kind {
+    /// The kind as containerd spells it in filters (`kind==committed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Active => "active",
+            Kind::View => "view",
+            Kind::Committed => "committed",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
     /// Names the Tessera container (active, view) or image (committed): `ctd-ID`.

@@ -12,6 +12,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod db;
+pub mod filter;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use containerd_snapshots::{Info, Usage};
 use crate::client;
 use crate::service::Request;
 use db::{Db, EMPTY_IMAGE, Kind, Record};
+use filter::{Filters, Subject};
 
 /// The snapshotter: the store it serves and its own state directory.
 pub struct TesseraSnapshotter {
@@ -43,6 +45,16 @@ struct State {
 
 fn internal(e: anyhow::Error) -> Status {
     Status::internal(crate::output::error_line(&e))
+}
+
+/// What Walk's filters see of snapshot `key`.
+fn subject<'a>(key: &'a str, r: &'a Record) -> Subject<'a> {
+    Subject {
+        name: key,
+        kind: r.kind,
+        parent: &r.parent,
+        labels: &r.labels,
+    }
 }
 
 fn not_found(key: &str) -> Status {
@@ -447,16 +459,21 @@ impl containerd_snapshots::Snapshotter for TesseraSnapshotter {
 
     type InfoStream = tokio_stream::Iter<std::vec::IntoIter<Result<Info, Status>>>;
 
+    /// Walk: the snapshots matching any of `filters` (containerd's filter language, see
+    /// `filter`); all of them when there is none. A malformed filter is InvalidArgument.
     async fn list(
         &self,
         _snapshotter: String,
-        _filters: Vec<String>,
+        filters: Vec<String>,
     ) -> Result<Self::InfoStream, Status> {
+        let filters =
+            Filters::parse(&filters).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let state = self.state.lock().unwrap();
         let infos: Vec<Result<Info, Status>> = state
             .db
             .snapshots
             .iter()
+            .filter(|(k, r)| filters.matches(&subject(k, r)))
             .map(|(k, r)| Ok(Self::info(k, r)))
             .collect();
         Ok(tokio_stream::iter(infos))
