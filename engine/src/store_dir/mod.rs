@@ -14,6 +14,7 @@ mod lifecycle;
 mod lock;
 mod options;
 mod private;
+mod read_epochs;
 mod replay;
 
 use std::path::{Path, PathBuf};
@@ -60,9 +61,9 @@ pub(crate) struct StoreInner {
     /// reclamation from its mark until its commit. Reads never take it: reclamation copies a
     /// live block before it retires the pack that held it.
     pub reclaim_lock: RwLock<()>,
-    /// Held shared by a read of a view from the moment it resolves a file's block ids until it
-    /// has the blocks; reclamation takes it exclusively once, briefly (`wait_for_reads`).
-    pub reads: RwLock<()>,
+    /// Reads of views in progress, from the moment they resolve a file's block ids until
+    /// they have the blocks; reclamation waits for them once (`wait_for_reads`).
+    pub reads: read_epochs::ReadEpochs,
     pub volumes: Mutex<Vec<Weak<VolumeShared>>>,
     /// The last error of a background flush, reported by the next fsync.
     pub background_error: Mutex<Option<String>>,
@@ -196,7 +197,7 @@ impl Store {
             },
             flush_lock: Mutex::new(()),
             reclaim_lock: RwLock::new(()),
-            reads: RwLock::new(()),
+            reads: Default::default(),
             volumes: Mutex::new(Vec::new()),
             background_error: Mutex::new(None),
             flusher: flusher::Flusher::default(),
@@ -281,16 +282,17 @@ impl Store {
     }
 
     /// Keeps reclamation from freeing the blocks and pages a read has resolved but not yet
-    /// read. Take it after the file's lock, and hold no lock a reclamation may wait for.
-    pub(crate) fn read_guard(&self) -> RwLockReadGuard<'_, ()> {
-        self.inner.reads.read().unwrap()
+    /// read, until dropped. Never waits.
+    pub(crate) fn read_guard(&self) -> read_epochs::Reading<'_> {
+        self.inner.reads.enter()
     }
 
-    /// Waits for the reads in progress. A read resolves block ids from the generation of a
-    /// file it sees, which a flush may replace before the read has the blocks; reclamation,
-    /// once flushes are held off, waits here so that no read still holds ids its mark missed.
+    /// Waits for the reads in progress (not for those that start meanwhile). A read resolves
+    /// block ids from the generation of a file it sees, which a flush may replace before the
+    /// read has the blocks; reclamation, once flushes are held off, waits here so that no
+    /// read still holds ids its mark missed.
     pub(crate) fn wait_for_reads(&self) {
-        drop(self.inner.reads.write().unwrap());
+        self.inner.reads.wait();
     }
 
     /// Syncs the packs and commits every metadata change with the pack lengths they need
