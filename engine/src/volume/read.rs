@@ -221,3 +221,71 @@ impl Volume {
         Ok(position.min(fd.size))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use crate::maintenance::GcOptions;
+    use crate::{Caller, Store, StoreOptions};
+
+    /// A read resolves a file's block ids, then reads the blocks. A flush and a gc that both
+    /// finish in between must not free what it resolved: gc waits for the read (the race
+    /// that once made a reader in tests/tests/gc_concurrency.rs find a block "referenced but
+    /// not stored"), and the read gets the old bytes.
+    #[test]
+    fn gc_waits_for_a_read_between_resolving_and_reading_its_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::default()
+            .block_size(4096)
+            .flush_interval(None);
+        let store = Arc::new(Store::init(dir.path().join("store"), options).unwrap());
+        store.create_empty_image("empty").unwrap();
+        store.create_container("c", "empty").unwrap();
+        let v = store.open_container("c").unwrap();
+        let node = v.create(v.root(), b"f", 0o644, Caller::ROOT).unwrap().node;
+        let handle = v.open(node, false).unwrap();
+        v.write(node, 0, &[1u8; 8192]).unwrap();
+        v.sync().unwrap();
+
+        // The first half of a read: resolved, registered, not yet read.
+        let reading = store.read_guard();
+        let (mut out, fetch, _) = {
+            let state = v.existing_state(node).unwrap();
+            let fd = state.data.lock().unwrap();
+            v.plan_read(&fd, 0, 8192).unwrap()
+        };
+        assert_eq!(fetch.len(), 2, "both blocks come from the store");
+
+        // Meanwhile the file is rewritten and flushed, and gc runs.
+        v.write(node, 0, &[2u8; 8192]).unwrap();
+        v.sync().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let gc = {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                let options = GcOptions {
+                    dry_run: false,
+                    repack_below: 1.01,
+                };
+                let report = store.gc(&options).unwrap();
+                done.store(true, Ordering::SeqCst);
+                report
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!done.load(Ordering::SeqCst), "gc did not wait for the read");
+        v.fetch(0, &mut out, fetch).unwrap();
+        assert_eq!(out, [1u8; 8192], "the read gets the generation it resolved");
+        drop(reading);
+        let report = gc.join().unwrap();
+        assert!(
+            report.bytes_freed > 0,
+            "the old generation went after the read: {report:?}"
+        );
+        assert_eq!(v.read(node, 0, 8192).unwrap(), [2u8; 8192]);
+        v.release(handle).unwrap();
+    }
+}
