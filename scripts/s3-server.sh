@@ -7,9 +7,10 @@
 #   scripts/s3-server.sh stop    # stops the daemons this script started (by their PIDs)
 #   scripts/s3-server.sh purge   # stop, then delete the state directory
 #
-# One monitor, one BlueStore OSD on a 4 GiB file (1 GiB memory target), no cephx, pools of
-# size 1, radosgw's beast frontend on 127.0.0.1:$TESSERA_RGW_PORT, a user with fixed test keys
-# and one bucket. Everything lives under $TESSERA_RGW_DIR; the data survives stop/start.
+# One monitor, one BlueStore OSD on a sparse file of $TESSERA_RGW_OSD_BYTES (4 GiB; 1 GiB memory
+# target), no cephx, pools of size 1, radosgw's beast frontend on 127.0.0.1:$TESSERA_RGW_PORT, a
+# user with fixed test keys and one bucket. Everything lives under $TESSERA_RGW_DIR; the data
+# survives stop/start.
 set -euo pipefail
 
 DIR=${TESSERA_RGW_DIR:-/var/tmp/tessera-rgw}
@@ -133,7 +134,7 @@ mon data = $DIR/mon
 osd data = $DIR/osd
 osd objectstore = bluestore
 bluestore block create = true
-bluestore block size = 4294967296
+bluestore block size = ${TESSERA_RGW_OSD_BYTES:-4294967296}
 osd memory target = 1073741824
 osd max object name len = 256
 osd max object namespace len = 64

@@ -16,6 +16,8 @@ use crate::ids::BlockId;
 /// further fetch that continues the previous one, up to `MAX_WINDOW`.
 const MIN_WINDOW: u64 = 256 * 1024;
 const MAX_WINDOW: u64 = 4 << 20;
+/// What a short block brings along (see `read_ahead`).
+const NEIGHBOURS: u64 = 1 << 20;
 /// A fetch that starts this close after where the previous one of its pack ended continues
 /// it (block padding and segment headers lie between neighbours).
 const SLACK: u64 = 8 * 1024;
@@ -98,31 +100,37 @@ impl RemotePacks {
 
     /// Blocks worth fetching with `missing`: when a fetch from a pack starts where the
     /// previous one from it ended, the blocks that follow in the pack, up to a window that
-    /// doubles while the reads stay in order. Blocks `is_local` says are held are skipped.
+    /// doubles while the reads stay in order. A short block (a small file, or a file's end)
+    /// brings the `NEIGHBOURS` after it in any case: an import writes a directory's files
+    /// one after the other, and they are read together (a directory walk, a program's
+    /// start-up), not in the pack's order. Blocks `is_local` says are held are skipped.
     pub fn read_ahead(
         &self,
         missing: &[BlockId],
         is_local: &dyn Fn(&BlockId) -> bool,
     ) -> Vec<BlockId> {
-        let mut spans: HashMap<Arc<PackName>, (u64, u64)> = HashMap::new();
+        // Per pack: the span the missing blocks cover, and whether one of them is short.
+        let mut spans: HashMap<Arc<PackName>, (u64, u64, bool)> = HashMap::new();
         {
             let known = self.known.read().unwrap();
             for id in missing {
                 if let Some(at) = known.get(id) {
                     let (start, end) = (at.entry.offset, at.entry.offset + at.entry.len as u64);
-                    let span = spans.entry(at.pack.clone()).or_insert((start, end));
-                    *span = (span.0.min(start), span.1.max(end));
+                    let short = !at.entry.compressed && at.entry.len < self.block_size;
+                    let span = spans.entry(at.pack.clone()).or_insert((start, end, short));
+                    *span = (span.0.min(start), span.1.max(end), span.2 || short);
                 }
             }
         }
         let wanted: HashSet<&BlockId> = missing.iter().collect();
         let mut extra = Vec::new();
         let mut streams = self.streams.0.lock().unwrap();
-        for (pack, (start, end)) in spans {
+        for (pack, (start, end, short)) in spans {
             let window = match streams.get(&pack) {
                 Some(s) if start >= s.end && start <= s.end + SLACK => {
                     (s.window * 2).clamp(MIN_WINDOW, MAX_WINDOW)
                 }
+                _ if short => NEIGHBOURS,
                 _ => 0,
             };
             let mut upto = end;

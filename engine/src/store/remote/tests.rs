@@ -163,6 +163,31 @@ pub(crate) fn reads_through_the_remote_and_keeps_what_it_fetched(server: &S3Serv
     );
 }
 
+/// A short block (a small file) brings the blocks after it in its pack, read in any order:
+/// twenty small files cost one GET, not twenty.
+pub(crate) fn small_blocks_bring_their_neighbours(server: &S3Server) {
+    let remote = server.fresh_remote("neighbours");
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(a_dir.path(), &remote, &BTreeMap::new());
+    let data: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i + 1; 1000 + i as usize]).collect();
+    let ids = put_all(&a, &data);
+    assert_eq!(a.upload(&ids).unwrap().packs, 1);
+    let b_remote = server.remote_at(remote.url());
+    let b = open(b_dir.path(), &b_remote, &BTreeMap::new());
+    b.packs().refresh().unwrap();
+    let before = b_remote.figures();
+    // The first in the pack's order, then the rest backwards.
+    let offset = |id: &BlockId| b.packs().known.read().unwrap()[id].entry.offset;
+    let first = (0..ids.len()).min_by_key(|i| offset(&ids[*i])).unwrap();
+    assert_eq!(read(&b, &ids[first]).unwrap(), data[first]);
+    for (id, want) in ids.iter().zip(&data).rev() {
+        assert_eq!(read(&b, id).unwrap(), *want);
+    }
+    let after = b_remote.figures();
+    assert_eq!(after.requests - before.requests, 1, "{after:?}");
+    assert_eq!(after.blocks_fetched - before.blocks_fetched, 20);
+}
+
 /// A block whose remote bytes were changed is neither served nor kept.
 pub(crate) fn a_tampered_object_is_never_served_or_kept(server: &S3Server) {
     let remote = server.fresh_remote("tampered");
