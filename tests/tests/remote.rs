@@ -126,15 +126,26 @@ fn a_lazy_pull_fetches_blocks_on_first_read(server: &S3Server, url: &str) {
         "opening made no request"
     );
     let view = store.open_image("img2").unwrap();
+    // The hostname is a short block: one ranged GET, which also brings what follows it in
+    // its pack (new.bin's blocks, when the upload put them after it).
     assert_eq!(read_file(&view, "etc/hostname"), b"changed on host B\n");
     assert_eq!(remote.figures().requests, 1, "one ranged GET");
-    assert_eq!(remote.figures().bytes_fetched, 18);
-    // One read of new.bin's five blocks: one coalesced ranged GET.
+    assert!(remote.figures().bytes_fetched >= 18);
+    // One read of new.bin's five blocks: at most one more coalesced GET.
     assert_eq!(read_file(&view, "new.bin"), bytes(2, 300_000));
-    assert_eq!(remote.figures().requests, 2, "one GET for new.bin's blocks");
-    assert_eq!(remote.figures().blocks_fetched, 6);
+    assert!(
+        remote.figures().requests <= 2,
+        "one GET for new.bin's blocks"
+    );
+    assert_eq!(remote.figures().blocks_fetched, 6, "each block once");
+    let requests = remote.figures().requests;
     assert_eq!(read_file(&view, "etc/hostname"), b"changed on host B\n");
-    assert_eq!(remote.figures().requests, 2, "read again: served locally");
+    assert_eq!(read_file(&view, "new.bin"), bytes(2, 300_000));
+    assert_eq!(
+        remote.figures().requests,
+        requests,
+        "read again: served locally"
+    );
     drop(view);
     store.sync().unwrap();
     drop(store);
@@ -221,9 +232,10 @@ fn a_lazy_read_with_the_remote_away_is_eio_until_it_is_back(server: &S3Server, u
         b"changed on host B\n"
     );
 
+    // big.bin lies in the base image's pack, which nothing read yet: no block of it is local.
     gate.close();
     let started = std::time::Instant::now();
-    let err = std::fs::read(mountpoint.join("new.bin")).expect_err("the remote is away");
+    let err = std::fs::read(mountpoint.join("big.bin")).expect_err("the remote is away");
     let waited = started.elapsed();
     eprintln!("a read with the remote away failed after {waited:?}: {err}");
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
@@ -247,8 +259,8 @@ fn a_lazy_read_with_the_remote_away_is_eio_until_it_is_back(server: &S3Server, u
 
     gate.open();
     assert_eq!(
-        std::fs::read(mountpoint.join("new.bin")).unwrap(),
-        bytes(2, 300_000),
+        std::fs::read(mountpoint.join("big.bin")).unwrap(),
+        bytes(1, 1 << 20),
         "the read works once the remote is back"
     );
     d.ok(&["umount", s(&mountpoint)]);

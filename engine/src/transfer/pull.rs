@@ -127,11 +127,13 @@ impl Store {
                 self.block_size()
             )));
         }
+        let mut names = Vec::with_capacity(manifest.packs.len());
         for pack in &manifest.packs {
             let (pack, _) = PackName::from_file_name(&format!("{pack}.idx"))
                 .ok_or_else(|| Error::Corrupt(format!("manifest of {name}: pack {pack:?}")))?;
-            packs.attach(&pack)?;
+            names.push(pack);
         }
+        packs.attach_all(&names)?;
         // Dedup may reference stored blocks no layer references yet: reclamation waits.
         let _blocks_stay = self.reclaim_guard();
         let mut made: Vec<LayerId> = Vec::new();

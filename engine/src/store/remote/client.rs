@@ -106,6 +106,8 @@ const RETRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ranges of one object less than this apart are read with one GET (a gap costs less to
 /// read than a request).
 const COALESCE: u64 = 64 * 1024;
+/// Whole-object GETs in flight at once (`get_many`).
+const IN_FLIGHT: usize = 16;
 
 impl Remote {
     /// A client for `url`, with credentials, region and endpoint from the AWS_* variables of
@@ -218,6 +220,47 @@ impl Remote {
             .bytes_fetched
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(bytes.to_vec())
+    }
+
+    /// Reads whole objects, up to `IN_FLIGHT` GETs at once; one result per key, in order.
+    pub fn get_many(&self, keys: &[String]) -> Vec<Result<Vec<u8>>> {
+        let mut results: Vec<Option<Result<Vec<u8>>>> = keys.iter().map(|_| None).collect();
+        for (chunk_at, chunk) in keys.chunks(IN_FLIGHT).enumerate() {
+            let got = self.runtime.block_on(async {
+                let mut tasks = tokio::task::JoinSet::new();
+                for (i, key) in chunk.iter().enumerate() {
+                    let (store, path) = (self.store.clone(), self.path(key));
+                    let counters = self.counters.clone();
+                    tasks.spawn(async move {
+                        counters.requests.fetch_add(1, Ordering::Relaxed);
+                        let got = async { store.get(&path).await?.bytes().await }.await;
+                        if let Ok(bytes) = &got {
+                            counters
+                                .bytes_fetched
+                                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        }
+                        (i, got)
+                    });
+                }
+                let mut got = Vec::with_capacity(chunk.len());
+                while let Some(joined) = tasks.join_next().await {
+                    got.push(joined.expect("a remote read task panicked"));
+                }
+                got
+            });
+            for (i, result) in got {
+                let key = &chunk[i];
+                results[chunk_at * IN_FLIGHT + i] = Some(
+                    result
+                        .map(|b| b.to_vec())
+                        .map_err(|e| self.error("reading", key, e)),
+                );
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every key read"))
+            .collect()
     }
 
     /// Reads bytes `range` of an object (one ranged GET).

@@ -52,6 +52,21 @@ impl RemotePacks {
 
     /// Keeps a fetched (or uploaded) index: written under a temporary name, synced, renamed.
     pub(super) fn keep_index(&self, name: &PackName, bytes: &[u8]) -> Result<()> {
+        self.keep_index_unsynced(name, bytes)?;
+        self.sync_kept_indexes()
+    }
+
+    /// Syncs the directory of the kept indexes (their renames).
+    pub(super) fn sync_kept_indexes(&self) -> Result<()> {
+        let dir = self.layout.remote_dir(&self.remote.url().to_string());
+        self.io
+            .sync_dir(&dir)
+            .ctx(|| format!("syncing {}", dir.display()))
+    }
+
+    /// Keeps an index (synced, renamed into place); the rename is durable once
+    /// `sync_kept_indexes` returns.
+    pub(super) fn keep_index_unsynced(&self, name: &PackName, bytes: &[u8]) -> Result<()> {
         let url = self.remote.url().to_string();
         // One level at a time: `create_dir_all` makes only its last directory private.
         for dir in [self.layout.remotes_dir(), self.layout.remote_dir(&url)] {
@@ -71,7 +86,6 @@ impl RemotePacks {
             .ctx(|| format!("writing {}", tmp.display()))?;
         self.io
             .rename(&tmp, &path)
-            .and_then(|_| self.io.sync_dir(&self.layout.remote_dir(&url)))
             .ctx(|| format!("renaming {} into place", tmp.display()))
     }
 }

@@ -122,19 +122,6 @@ impl RemotePacks {
         }
     }
 
-    /// Attaches a remote pack: fetches its index (one GET), checks it, keeps it locally.
-    /// Returns false when it was attached already.
-    pub fn attach(&self, name: &PackName) -> Result<bool> {
-        if self.attached.read().unwrap().contains_key(name) {
-            return Ok(false);
-        }
-        let bytes = self.remote.get(&bucket::index_key(name))?;
-        let entries = bucket::decode_index(name, &bytes)?;
-        self.keep_index(name, &bytes)?;
-        self.add_index(name.clone(), entries);
-        Ok(true)
-    }
-
     /// Attaches every remote pack not attached yet: one listing of the packs' directory and
     /// one GET per new index (a push dedups against what other hosts uploaded). Attached packs
     /// whose index the listing lacks (deleted by `gc --remote`) are detached: nothing relies
@@ -154,13 +141,47 @@ impl RemotePacks {
         if !gone.is_empty() {
             self.detach(&gone)?;
         }
+        let listed: Vec<PackName> = listed.into_iter().collect();
+        self.attach_all(&listed)
+    }
+
+    /// Attaches the listed packs not attached yet: their indexes are fetched at once (several
+    /// GETs in flight), checked and kept, with one directory sync for all. Returns how many
+    /// were new. A pack whose index fails stops the call; those kept before it stay attached.
+    pub fn attach_all(&self, names: &[PackName]) -> Result<usize> {
+        let mut seen = HashSet::new();
+        let new: Vec<&PackName> = {
+            let attached = self.attached.read().unwrap();
+            names
+                .iter()
+                .filter(|n| !attached.contains_key(*n) && seen.insert(*n))
+                .collect()
+        };
+        let keys: Vec<String> = new.iter().map(|n| bucket::index_key(n)).collect();
+        let fetched = self.remote.get_many(&keys);
         let mut added = 0;
-        for name in &listed {
-            if self.attach(name)? {
-                added += 1;
+        let mut failed = None;
+        for (name, bytes) in new.into_iter().zip(fetched) {
+            let kept = bytes.and_then(|bytes| {
+                let entries = bucket::decode_index(name, &bytes)?;
+                self.keep_index_unsynced(name, &bytes)?;
+                Ok(entries)
+            });
+            match kept {
+                Ok(entries) => {
+                    self.add_index(name.clone(), entries);
+                    added += 1;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
             }
         }
-        Ok(added)
+        if added > 0 {
+            self.sync_kept_indexes()?;
+        }
+        failed.map_or(Ok(added), Err)
     }
 
     /// Forgets packs that left the remote: their kept indexes are removed and the blocks they
