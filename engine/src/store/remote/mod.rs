@@ -7,10 +7,12 @@
 //! kept under `STORE/remote/URLHASH/`, so opening reads local files only and makes no request
 //! — it never lists or downloads every remote pack.
 //!
-//! Reads: a block the local packs hold is read from them; any other block the attached indexes
-//! name is fetched with one ranged GET, verified against its id, then put into the local packs
-//! and served from there. A block whose bytes do not match its id is neither served nor kept
-//! (a `Corrupt` error naming the object and offset). Writes (`put`, staging) go to the local
+//! Reads: a block the local packs hold is read from them; the other blocks of a read that the
+//! attached indexes name are fetched together, in coalesced ranged GETs with read-ahead along
+//! their packs (`fetch.rs`), verified against their ids, then put into the local packs and
+//! served from there. A block whose bytes do not match its id is neither served nor kept (a
+//! `Corrupt` error naming the object and offset). With a cache limit (`cache.rs`), the least
+//! recently used of those copies are dropped again by `Store::evict_cache`. Writes (`put`, staging) go to the local
 //! packs only, deduplicated against the remote too; [`RemoteStore::upload`] sends blocks the
 //! remote lacks. The durability contract is the local store's: the remote only ever adds
 //! copies, and a crash loses at most cached copies of remote blocks, fetched again on demand.
