@@ -6,7 +6,8 @@
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 
-use tessera_tests::mount::{can_mount, mount};
+use tessera_fusefs::MountConfig;
+use tessera_tests::mount::{MountGuard, can_mount, mount};
 use tessera_tests::{bytes, image_store, read_file};
 
 const BS: usize = 4096;
@@ -104,7 +105,15 @@ fn commits_during_concurrent_writes_are_atomic() {
         return;
     }
     let t = image_store(BS as u32, |src| fs::write(src.join("log"), b"").unwrap());
-    let m = mount(&t);
+    // Write-through: under the kernel's writeback cache a commit can miss a page the kernel is
+    // still sending — syncfs does not wait for FUSE pages, the known gap of docs/design.md §5
+    // (seen once in CI: an image with a zero block inside what was written). This test is
+    // about the daemon's commit, which takes whole writes, a prefix of them.
+    let through = MountConfig {
+        writeback_cache: false,
+        ..MountConfig::default()
+    };
+    let m = MountGuard::new(t.open_container("c").unwrap(), through);
     let block = |i: usize| vec![(i % 251) as u8 + 1; BS];
     let done = std::sync::atomic::AtomicBool::new(false);
     let images: Vec<String> = std::thread::scope(|s| {
