@@ -31,6 +31,8 @@ cleanup() {
     done
     mountpoint -q "$mnt" && umount -l "$mnt"
     scripts/s3-server.sh purge > /dev/null 2>&1 || true
+    # The stores hold gigabytes: nothing is kept.
+    rm -rf "$WORK"
 }
 trap cleanup EXIT
 rm -rf "$WORK"
