@@ -92,12 +92,6 @@ impl RemotePacks {
         results
     }
 
-    /// Fetches one block (one ranged GET), verified.
-    pub fn fetch(&self, id: &BlockId) -> Result<Vec<u8>> {
-        let (_, result) = self.fetch_many(std::slice::from_ref(id)).pop().unwrap();
-        result
-    }
-
     /// Blocks worth fetching with `missing`: when a fetch from a pack starts where the
     /// previous one from it ended, the blocks that follow in the pack, up to a window that
     /// doubles while the reads stay in order. A short block (a small file, or a file's end)
