@@ -118,6 +118,21 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Puts `what` in front of an error's message, keeping its kind.
+    pub fn within(self, what: &str) -> Error {
+        match self {
+            Error::InvalidInput(m) => Error::InvalidInput(format!("{what}: {m}")),
+            Error::Unsupported(m) => Error::Unsupported(format!("{what}: {m}")),
+            Error::NotFound(m) => Error::NotFound(format!("{what}: {m}")),
+            Error::Corrupt(m) => Error::Corrupt(format!("{what}: {m}")),
+            Error::Io { context, source } => Error::Io {
+                context: format!("{what}: {context}"),
+                source,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Adds the object an I/O error concerns, as `anyhow::Context` does for the CLI.

@@ -18,6 +18,7 @@ pub use ids::{BlockId, LayerId, MapRoot, NodeId, PackId, PageId};
 pub mod layer;
 pub mod maintenance;
 pub mod meta;
+pub mod oci;
 pub mod stats;
 pub mod store_dir;
 pub mod volume;

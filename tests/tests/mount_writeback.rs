@@ -10,7 +10,7 @@ use rustix::fs::{self as rfs, SeekFrom};
 use tessera_fusefs::MountConfig;
 use tessera_tests::mount::{MountGuard, can_mount, mount};
 use tessera_tests::trees::{Data, Kind, tar_tree};
-use tessera_tests::{bytes, image_store};
+use tessera_tests::{bytes, image_store, read_file};
 
 const BS: u64 = 4096;
 
@@ -100,6 +100,33 @@ fn diff_export_and_stats_of_a_mounted_container_see_the_kernels_writes() {
         container.exclusive_bytes >= 16 * BS,
         "stats missed what the kernel held: {container:?}"
     );
+    drop(f);
+    m.unmount();
+}
+
+#[test]
+fn a_push_right_after_writes_gives_the_volume_every_byte_the_kernel_cached() {
+    if !can_mount() {
+        return;
+    }
+    let t = image_store(BS as u32, |src| fs::write(src.join("f"), b"").unwrap());
+    let m = mount(&t);
+    let f = OpenOptions::new().write(true).open(m.join("f")).unwrap();
+    // Each round rewrites the file, still open, and pushes at once (what commit, export, diff
+    // and stats do first): the kernel holds the last megabytes of it (FUSE's dirty limit is
+    // small), and the volume must have them when the push returns.
+    for round in 0..10u64 {
+        let data = bytes(10 + round, 8 << 20);
+        f.write_all_at(&data, 0).unwrap();
+        t.push_kernel_caches(Some("c")).unwrap();
+        let seen = read_file(&t.container_view("c").unwrap(), "f");
+        assert!(
+            seen == data,
+            "round {round}: {} of {} bytes differ",
+            seen.iter().zip(&data).filter(|(a, b)| a != b).count(),
+            data.len()
+        );
+    }
     drop(f);
     m.unmount();
 }

@@ -28,13 +28,11 @@ use crate::error::{Error, Result};
 use crate::ids::{BlockId, LayerId, MapRoot, NodeId};
 use crate::layer::{lookup, readdir};
 use crate::meta::records::Records;
+use crate::oci::whiteout;
 use crate::store_dir::Store;
 use crate::tree::block_map;
 use crate::tree::node::{Content, FileKind, NodeRecord};
 use crate::tree::pages::MetaPages;
-
-const WHITEOUT: &[u8] = b".wh.";
-const OPAQUE: &[u8] = b".wh..wh..opq";
 
 /// What one layer tar holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -271,9 +269,9 @@ impl<'s> LayerDiff<'s> {
                         Some(i) => (&path[..i], &path[i + 1..]),
                         None => (&b""[..], &path[..]),
                     };
-                    marker(&mut builder, &join(dir, &[WHITEOUT, name].concat()))?;
+                    marker(&mut builder, &join(dir, &whiteout::of(name)))?;
                 }
-                Step::Opaque(dir) => marker(&mut builder, &join(&dir, OPAQUE))?,
+                Step::Opaque(dir) => marker(&mut builder, &join(&dir, whiteout::OPAQUE))?,
                 Step::Node {
                     path,
                     node,

@@ -20,17 +20,14 @@ use super::layer_diff::{DiffCounts, LayerDiff};
 use crate::error::{Error, IoContext, Result};
 use crate::format::records::LayerRecord;
 use crate::ids::{LayerId, MapRoot};
-use crate::import::blobs::{Digest, Hashing};
 use crate::layer::walk;
 use crate::meta::records::Records;
+use crate::oci::{
+    CONFIG_TYPE, Digest, Hashing, INDEX_TYPE, LAYER_GZIP_TYPE, MANIFEST_TYPE, REF_NAME,
+    host_platform,
+};
 use crate::store_dir::Store;
 use crate::tree::node::Content;
-
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
-const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-const LAYER_GZIP_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 /// One exported layer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -189,7 +186,7 @@ impl Store {
 }
 
 fn in_layer(e: Error, n: usize, of: usize) -> Error {
-    crate::import::blobs::within(&format!("exporting layer {n} of {of}"), e)
+    e.within(&format!("exporting layer {n} of {of}"))
 }
 
 fn exported(digest: &Digest, diff_id: &Digest, size: u64, counts: DiffCounts) -> ExportedLayer {
@@ -210,7 +207,7 @@ fn oci_config(stored: Option<Value>, diff_ids: &[&str]) -> Value {
         Some(Value::Object(map)) => map,
         _ => Map::new(),
     };
-    let (os, arch) = crate::import::host_platform();
+    let (os, arch) = host_platform();
     config.entry("architecture").or_insert_with(|| json!(arch));
     config.entry("os").or_insert_with(|| json!(os));
     config.entry("config").or_insert_with(|| json!({}));

@@ -277,7 +277,7 @@ fn feed_all(sources: &[Source], sink: &mut HashSink<'_>, block_size: u32) -> Res
                 entries: 0,
                 diff_id: None,
             };
-            feeder(&mut feed).map_err(|e| super::blobs::within(&source.describe(), e))?;
+            feeder(&mut feed).map_err(|e| e.within(&source.describe()))?;
         }
     }
     Ok(())

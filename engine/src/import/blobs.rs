@@ -1,5 +1,4 @@
-//! Blobs of an image archive: digests (`sha256:HEX`), sha256-counting readers and writers, and
-//! where an archive's blobs are — files under a directory (an OCI image layout) or members of
+//! Blobs of an image archive: where they are — files under a directory (an OCI image layout) or members of
 //! a tar file (a `docker save` archive, an OCI layout packed as a tar), found by one scan of
 //! the tar's headers and read by seeking, so nothing is extracted. Names a blob is asked for
 //! come from untrusted JSON: a directory is only ever asked for `blobs/sha256/HEX` (the hex
@@ -7,132 +6,11 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 use crate::error::{Error, Result};
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A content digest. Only sha256 is supported (what every image tool writes).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Digest {
-    /// 64 lowercase hex digits.
-    pub hex: String,
-}
-
-impl Digest {
-    /// Parses `sha256:HEX`; `what` names the field for the error.
-    pub fn parse(text: &str, what: &str) -> Result<Digest> {
-        let Some((algorithm, hex)) = text.split_once(':') else {
-            return Err(Error::InvalidInput(format!(
-                "{what} has digest {text:?}, which is not ALGORITHM:HEX"
-            )));
-        };
-        if algorithm != "sha256" {
-            return Err(Error::Unsupported(format!(
-                "{what} has digest {text:?}: only sha256 digests are supported"
-            )));
-        }
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(Error::InvalidInput(format!(
-                "{what} has digest {text:?}, which is not 64 lowercase hex digits"
-            )));
-        }
-        Ok(Digest {
-            hex: hex.to_string(),
-        })
-    }
-
-    /// Where an OCI layout keeps the blob.
-    pub fn blob_path(&self) -> String {
-        format!("blobs/sha256/{}", self.hex)
-    }
-
-    /// The sha256 of `bytes`.
-    pub fn of(bytes: &[u8]) -> Digest {
-        Digest {
-            hex: hex(&Sha256::digest(bytes)),
-        }
-    }
-}
-
-impl std::fmt::Display for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "sha256:{}", self.hex)
-    }
-}
-
-/// A reader or writer that hashes (sha256) and counts the bytes passing through it.
-pub struct Hashing<T> {
-    inner: T,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<T> Hashing<T> {
-    pub fn new(inner: T) -> Hashing<T> {
-        Hashing {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
-    }
-
-    /// Bytes so far.
-    pub fn count(&self) -> u64 {
-        self.bytes
-    }
-
-    /// The digest and byte count so far.
-    pub fn finish(self) -> (Digest, u64) {
-        (
-            Digest {
-                hex: hex(&self.hasher.finalize()),
-            },
-            self.bytes,
-        )
-    }
-
-    /// The wrapped reader or writer, and the digest and count.
-    pub fn into_parts(self) -> (T, Digest, u64) {
-        let digest = Digest {
-            hex: hex(&self.hasher.finalize()),
-        };
-        (self.inner, digest, self.bytes)
-    }
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
+use crate::oci::{Digest, check_blob};
 
 /// A tar member: a regular file's data, or a symlink to another member.
 #[derive(Debug, Clone)]
@@ -315,50 +193,4 @@ impl Blobs {
     pub fn missing(&self, blob: &dyn std::fmt::Display, what: &str) -> Error {
         Error::NotFound(format!("blob {blob} ({what}) in {}", self.location()))
     }
-}
-
-/// Checks a blob's actual digest and size against its descriptor.
-pub fn check_blob(
-    expected: &Digest,
-    size: Option<u64>,
-    actual: &Digest,
-    actual_size: u64,
-    what: &str,
-) -> Result<()> {
-    if actual != expected {
-        return Err(Error::InvalidInput(format!(
-            "blob {expected} ({what}) does not match its digest: its bytes hash to {actual}"
-        )));
-    }
-    if let Some(size) = size
-        && size != actual_size
-    {
-        return Err(Error::InvalidInput(format!(
-            "blob {expected} ({what}) is {actual_size} bytes, but its descriptor says {size}"
-        )));
-    }
-    Ok(())
-}
-
-/// Puts `what` in front of an error's message, keeping its kind.
-pub fn within(what: &str, e: Error) -> Error {
-    match e {
-        Error::InvalidInput(m) => Error::InvalidInput(format!("{what}: {m}")),
-        Error::Unsupported(m) => Error::Unsupported(format!("{what}: {m}")),
-        Error::NotFound(m) => Error::NotFound(format!("{what}: {m}")),
-        Error::Corrupt(m) => Error::Corrupt(format!("{what}: {m}")),
-        Error::Io { context, source } => Error::Io {
-            context: format!("{what}: {context}"),
-            source,
-        },
-        other => other,
-    }
-}
-
-/// Parses a JSON document; `what` names it for the error.
-pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let cause: String = e.to_string().chars().take(200).collect();
-        Error::InvalidInput(format!("{what} is not valid: {cause}"))
-    })
 }

@@ -15,13 +15,11 @@ use crate::format::records::Dirent;
 use crate::ids::{LayerId, MapRoot, NodeId};
 use crate::layer::{NAME_MAX, check_name, lookup, readdir};
 use crate::meta::records::{NEXT_NODE, Records};
+use crate::oci::whiteout;
 use crate::store_dir::Store;
 use crate::tree::block_map;
 use crate::tree::node::{Content, FileKind, NodeRecord, TimeNs};
 use crate::tree::pages::MetaPages;
-
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// Attributes an entry carries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,7 +79,7 @@ pub fn components(path: &[u8]) -> Result<Vec<&[u8]>> {
                 )));
             }
             // A whiteout names a file whose name may itself be NAME_MAX bytes long.
-            name if name.strip_prefix(WHITEOUT_PREFIX).unwrap_or(name).len() > NAME_MAX => {
+            name if whiteout::hidden(name).unwrap_or(name).len() > NAME_MAX => {
                 return Err(Error::InvalidInput(format!(
                     "entry {:?} has a name of {} bytes (the limit is {NAME_MAX})",
                     String::from_utf8_lossy(path),
@@ -255,10 +253,10 @@ impl<'a> LayerBuilder<'a> {
             return Ok(());
         };
         let dir = self.dir_at(parents, path)?;
-        if *name == OPAQUE_MARKER {
+        if *name == whiteout::OPAQUE {
             return self.make_opaque(dir);
         }
-        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
+        if let Some(hidden) = whiteout::hidden(name) {
             check_name(hidden)?;
             return self.remove(dir, hidden);
         }

@@ -7,10 +7,10 @@
 
 use serde::Deserialize;
 
-use super::blobs::{Blobs, Digest, check_blob, parse_json};
-use super::oci::{diff_ids, parse_config};
-use super::source::{ImagePlan, LayerPlan, short_name};
+use super::blobs::Blobs;
+use super::plan::{ImagePlan, LayerPlan};
 use crate::error::{Error, Result};
+use crate::oci::{Digest, check_blob, diff_ids, parse_config, parse_json, short_name};
 
 #[derive(Debug, Deserialize)]
 struct Entry {

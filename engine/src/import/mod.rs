@@ -1,6 +1,7 @@
 //! Import: directories, layer tars (plain, gzip, zstd), OCI image layouts and `docker save`
-//! archives become image layers (`source` tells them apart; `oci`, `docker` and `blobs` read
-//! image archives and verify their digests). `analyze` reads the same sources into a block
+//! archives become image layers (`source` tells them apart; `oci_layout`, `docker` and `blobs`
+//! read image archives into a `plan`, verified against its digests; the format itself is
+//! `crate::oci`'s). `analyze` reads the same sources into a block
 //! sink instead, to compare block sizes without a store.
 //!
 //! Data goes through the parallel block pipeline into staging packs; the tree is built in a
@@ -13,8 +14,9 @@ pub(crate) mod blobs;
 mod builder;
 mod dir;
 mod docker;
-mod oci;
+mod oci_layout;
 mod pipeline;
+mod plan;
 mod source;
 mod sparse;
 mod tar;
@@ -27,7 +29,6 @@ use serde::{Deserialize, Serialize};
 
 pub use analyze::{AnalyzeReport, BlockSizeFigures, analyze};
 pub use builder::{EntryKind, EntryMeta, components};
-pub(crate) use oci::host_platform;
 pub use pipeline::DataFigures;
 pub use source::{Source, SourceKind};
 
@@ -94,7 +95,7 @@ impl LayerFeed<'_, '_, '_> {
             Sink::Import { builder, .. } => builder.add(path, kind, meta),
             Sink::Blocks(sink) => {
                 let name = path.rsplit(|b| *b == b'/').find(|n| !n.is_empty());
-                let whiteout = name.is_some_and(|n| n.starts_with(b".wh."));
+                let whiteout = name.is_some_and(crate::oci::whiteout::is_marker);
                 if let EntryKind::File { size, .. } = kind
                     && !whiteout
                 {

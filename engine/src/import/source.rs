@@ -18,9 +18,11 @@
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use super::blobs::{Blobs, Digest, Hashing, check_blob, within};
+use super::blobs::Blobs;
+use super::plan::ImagePlan;
 use super::{LayerFeed, LayerFeeder, tar};
 use crate::error::{Error, Result};
+use crate::oci::short_name;
 
 /// What kind of source a path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -43,27 +45,6 @@ impl std::fmt::Display for SourceKind {
             SourceKind::OciArchive => "OCI archive",
         })
     }
-}
-
-/// One layer of an image archive.
-pub(super) struct LayerPlan {
-    /// Where the blob is, relative to the archive's root.
-    pub member: String,
-    /// The digest of the blob's bytes, when the archive names one.
-    pub digest: Option<Digest>,
-    pub size: Option<u64>,
-    /// The sha256 of the uncompressed tar, from the config's `rootfs.diff_ids`.
-    pub diff_id: Digest,
-}
-
-/// An image of an archive, its manifest and config read and verified.
-pub(super) struct ImagePlan {
-    pub blobs: Blobs,
-    /// The tag the archive gives the image (OCI ref name, docker RepoTags[0]).
-    pub tag: Option<String>,
-    /// The image config (the whole JSON object).
-    pub config: serde_json::Value,
-    pub layers: Vec<LayerPlan>,
 }
 
 enum Form {
@@ -142,7 +123,7 @@ impl Source {
         let meta = std::fs::metadata(&path).map_err(|e| io_error(&path, e))?;
         let (kind, form) = if meta.is_dir() {
             if path.join("oci-layout").exists() {
-                let plan = super::oci::plan(Blobs::Dir(path.clone()), reference.as_deref())?;
+                let plan = super::oci_layout::plan(Blobs::Dir(path.clone()), reference.as_deref())?;
                 (SourceKind::OciLayout, Form::Image(Box::new(plan)))
             } else if let Some(reference) = reference {
                 return Err(Error::InvalidInput(format!(
@@ -259,73 +240,11 @@ fn archive_form(
         return Ok((SourceKind::DockerArchive, Form::Image(Box::new(plan))));
     }
     if layout {
-        let plan = super::oci::plan(blobs, reference.as_deref())?;
+        let plan = super::oci_layout::plan(blobs, reference.as_deref())?;
         return Ok((SourceKind::OciArchive, Form::Image(Box::new(plan))));
     }
     match reference {
         Some(reference) => Err(no_images(path, &reference)),
         None => Ok((SourceKind::LayerTar, Form::Tar)),
     }
-}
-
-/// `registry:5000/library/alpine:3.19` → `alpine:3.19`.
-pub fn short_name(tag: &str) -> String {
-    tag.rsplit('/').next().unwrap_or(tag).to_string()
-}
-
-impl ImagePlan {
-    /// Feeds layer `i`, verifying its digest, size and diff id.
-    fn feed_layer(&self, feed: &mut LayerFeed, i: usize) -> Result<()> {
-        let layer = &self.layers[i];
-        let role = format!("layer {} of {}", i + 1, self.layers.len());
-        let what = match &layer.digest {
-            Some(digest) => format!("{role} ({digest})"),
-            None => format!("{role} ({})", layer.member),
-        };
-        let Some((reader, _)) = self.blobs.open(&layer.member)? else {
-            return Err(match &layer.digest {
-                Some(digest) => self.blobs.missing(digest, &role),
-                None => self.blobs.missing(&layer.member, &role),
-            });
-        };
-        let mut compressed = Hashing::new(reader);
-        let fed = feed_and_hash(feed, &mut compressed);
-        // Hash what the tar reader left (padding, trailing data) so the digest is complete.
-        let drained = io::copy(&mut compressed, &mut io::sink());
-        let (actual, actual_size) = compressed.finish();
-        if let Some(digest) = &layer.digest {
-            // A wrong blob explains any damage found while reading it: report that first.
-            if drained.is_ok() || actual != *digest {
-                check_blob(digest, layer.size, &actual, actual_size, &role)?;
-            }
-        }
-        let diff_id = fed.map_err(|e| within(&what, e))?;
-        drained.map_err(|e| Error::io(format!("reading {what}"), e))?;
-        if diff_id != layer.diff_id {
-            return Err(Error::InvalidInput(format!(
-                "{what}: its uncompressed tar hashes to {diff_id}, but the image config's \
-                 rootfs.diff_ids[{i}] is {}",
-                layer.diff_id
-            )));
-        }
-        feed.set_diff_id(diff_id.to_string());
-        Ok(())
-    }
-}
-
-/// Feeds one (possibly compressed) layer tar; returns the sha256 of the uncompressed bytes.
-fn feed_and_hash(feed: &mut LayerFeed, compressed: &mut dyn Read) -> Result<Digest> {
-    let mut plain = Hashing::new(tar::decompress(compressed)?);
-    tar::feed_entries(feed, &mut plain, true)?;
-    let read = plain.count();
-    let rest = io::copy(&mut plain, &mut io::sink())
-        .map_err(|e| Error::InvalidInput(format!("damaged archive (after its last entry): {e}")))?;
-    // A tar cut at an entry boundary reads as a shorter archive: only the missing
-    // end-of-archive blocks (two zero blocks; the reader stops after the first) tell.
-    if read > 0 && rest == 0 {
-        return Err(Error::InvalidInput(
-            "truncated archive: it ends without its end-of-archive blocks".into(),
-        ));
-    }
-    Ok(plain.finish().0)
 }

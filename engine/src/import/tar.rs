@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Read};
 
 use super::{EntryKind, EntryMeta, LayerFeed};
 use crate::error::{Error, Result};
+use crate::oci::whiteout;
 use crate::tree::node::FileKind;
 
 /// Wraps `reader` in the decompressor its first bytes call for.
@@ -111,7 +112,7 @@ pub fn feed_entries(feed: &mut LayerFeed, reader: impl Read, allow_empty: bool) 
         // A character device 0:0 is the overlay whiteout encoding; a tar should not carry it,
         // but if it does, it means the same thing as `.wh.NAME`.
         if what == EntryKind::Device(FileKind::CharDev, 0) {
-            let whiteout = whiteout_path(&path);
+            let whiteout = whiteout::path_of(&path);
             feed.entry(&whiteout, EntryKind::Fifo, meta)?;
             continue;
         }
@@ -121,15 +122,6 @@ pub fn feed_entries(feed: &mut LayerFeed, reader: impl Read, allow_empty: bool) 
         return Err(Error::InvalidInput("the archive holds no entries".into()));
     }
     Ok(())
-}
-
-/// `dir/name` → `dir/.wh.name`.
-fn whiteout_path(path: &[u8]) -> Vec<u8> {
-    let trimmed = path.strip_suffix(b"/").unwrap_or(path);
-    match trimmed.iter().rposition(|b| *b == b'/') {
-        Some(i) => [&trimmed[..=i], b".wh.", &trimmed[i + 1..]].concat(),
-        None => [b".wh.", trimmed].concat(),
-    }
 }
 
 fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {

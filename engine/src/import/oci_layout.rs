@@ -5,97 +5,13 @@
 //! only one; a nested image index (a multi-platform image) is resolved to the manifest for
 //! this machine's platform.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
-
-use super::blobs::{Blobs, Digest, parse_json};
-use super::source::{ImagePlan, LayerPlan};
+use super::blobs::Blobs;
+use super::plan::{ImagePlan, LayerPlan};
 use crate::error::{Error, Result};
-
-pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
-
-const INDEX_TYPES: [&str; 2] = [
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
-const MANIFEST_TYPES: [&str; 2] = [
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-];
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    pub digest: String,
-    pub size: Option<u64>,
-    #[serde(default)]
-    pub annotations: BTreeMap<String, String>,
-    pub platform: Option<Platform>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Platform {
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default)]
-    pub os: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Index {
-    #[serde(rename = "schemaVersion")]
-    schema_version: u32,
-    #[serde(default)]
-    manifests: Vec<Descriptor>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Manifest {
-    #[serde(rename = "schemaVersion")]
-    schema_version: u32,
-    #[serde(rename = "mediaType", default)]
-    media_type: Option<String>,
-    config: Descriptor,
-    #[serde(default)]
-    layers: Vec<Descriptor>,
-}
-
-#[derive(Debug, Deserialize)]
-struct LayoutFile {
-    #[serde(rename = "imageLayoutVersion")]
-    version: String,
-}
-
-/// This machine's platform as OCI names it.
-pub fn host_platform() -> (&'static str, &'static str) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    ("linux", arch)
-}
-
-/// The layer media types Tessera can read (the compression is detected from the bytes).
-fn is_layer_type(media_type: &str) -> bool {
-    media_type.is_empty()
-        || [
-            "application/vnd.oci.image.layer.v1.tar",
-            "application/vnd.oci.image.layer.nondistributable.v1.tar",
-            "application/vnd.docker.image.rootfs.diff.tar",
-            "application/vnd.docker.image.rootfs.foreign.diff.tar",
-        ]
-        .iter()
-        .any(|t| {
-            media_type
-                .strip_prefix(t)
-                .is_some_and(|rest| ["", "+gzip", "+zstd", ".gzip"].contains(&rest))
-        })
-}
+use crate::oci::{
+    Descriptor, Digest, INDEX_TYPES, Index, LayoutFile, MANIFEST_TYPES, Manifest, REF_NAME,
+    diff_ids, host_platform, is_layer_type, parse_config, parse_json,
+};
 
 /// Reads the layout at `blobs` and the image `reference` names (or its only image).
 pub fn plan(blobs: Blobs, reference: Option<&str>) -> Result<ImagePlan> {
@@ -286,34 +202,4 @@ fn read_manifest(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((config, layers))
-}
-
-/// Parses an image config: a JSON object.
-pub fn parse_config(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
-    let config: serde_json::Value = parse_json(bytes, what)?;
-    if !config.is_object() {
-        return Err(Error::InvalidInput(format!("{what} is not a JSON object")));
-    }
-    Ok(config)
-}
-
-/// The config's `rootfs.diff_ids`, which must list one digest per layer.
-pub fn diff_ids(config: &serde_json::Value, what: &str, layers: usize) -> Result<Vec<Digest>> {
-    let list = config
-        .pointer("/rootfs/diff_ids")
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| Error::InvalidInput(format!("{what} has no rootfs.diff_ids")))?;
-    if list.len() != layers {
-        return Err(Error::InvalidInput(format!(
-            "{what} lists {} diff_ids for {layers} layers",
-            list.len()
-        )));
-    }
-    list.iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let field = format!("rootfs.diff_ids[{i}] of {what}");
-            Digest::parse(v.as_str().unwrap_or_default(), &field)
-        })
-        .collect()
 }
