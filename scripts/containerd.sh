@@ -6,6 +6,7 @@
 #
 #   scripts/containerd.sh start [DIR]   # default DIR: /tmp/tessera-containerd
 #   scripts/containerd.sh stop [DIR]
+#   scripts/containerd.sh restart [DIR]  # containerd only: running tasks keep running
 #   scripts/containerd.sh demo [DIR]    # all of it: snapshotter, containerd, import, run
 #
 # Then (as root):
@@ -94,6 +95,21 @@ stop)
   rm -f "$pidfile"
   echo "containerd stopped"
   ;;
+restart)
+  # containerd alone (by its PID), as an upgrade would: the shims and the tasks they run stay
+  # up, and the new containerd finds them.
+  if running; then
+    pid=$(cat "$pidfile")
+    kill -TERM "$pid"
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    rm -f "$pidfile"
+  fi
+  exec "$0" start "$dir"
+  ;;
 demo)
   # A store and a snapshotter under DIR, an OCI archive of busybox-static built with umoci,
   # imported and run with the tessera snapshotter; then everything stopped again.
@@ -128,7 +144,7 @@ demo)
   rm -rf "$work"
   ;;
 *)
-  echo "usage: $0 start|stop|demo [DIR]" >&2
+  echo "usage: $0 start|stop|restart|demo [DIR]" >&2
   exit 2
   ;;
 esac

@@ -2,7 +2,8 @@
 //! imported from OCI archives (built here from busybox-static with umoci) are unpacked into
 //! the store, containers run on Tessera mounts and stay apart, a container's snapshot
 //! commits and runs, everything removed is freed by `tessera gc`, and bad requests get
-//! containerd's error codes without changing the store. Everything started is stopped in
+//! containerd's error codes without changing the store, and a running container survives
+//! restarts of the snapshotter and of containerd. Everything started is stopped in
 //! `Drop`, even when a test fails.
 
 #[allow(dead_code)]
@@ -43,36 +44,63 @@ impl Env {
         let cli = Cli::bare();
         let ctd = cli.path("containerd");
         std::fs::create_dir_all(&ctd).unwrap();
-        let log = std::fs::File::create(cli.path("snapshotter.log")).unwrap();
+        let mut env = Env {
+            cli,
+            ctd,
+            snapshotter: None,
+        };
+        env.start_snapshotter();
+        let out = env.script("start");
+        assert!(out.status.success(), "containerd.sh start: {out:?}");
+        env.cli.daemon_pid().expect("the snapshotter's daemon");
+        env
+    }
+
+    /// Starts `tessera snapshotter` (appending to its log) and waits until it listens.
+    fn start_snapshotter(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.cli.path("snapshotter.log"))
+            .unwrap();
         let snapshotter = Command::new(tessera_bin())
             .arg("--store")
-            .arg(&cli.store)
+            .arg(&self.cli.store)
             .arg("snapshotter")
             .arg("--address")
-            .arg(ctd.join("snapshotter.sock"))
+            .arg(self.ctd.join("snapshotter.sock"))
             .env_remove("TESSERA_STORE")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        let env = Env {
-            cli,
-            ctd,
-            snapshotter: Some(snapshotter),
-        };
+        self.snapshotter = Some(snapshotter);
         let started = Instant::now();
-        while !env.ctd.join("snapshotter.sock").exists() {
+        while !self.ctd.join("snapshotter.sock").exists() {
             assert!(
                 started.elapsed() < Duration::from_secs(30),
                 "the snapshotter did not listen: {}",
-                env.snapshotter_log()
+                self.snapshotter_log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let out = env.script("start");
-        assert!(out.status.success(), "containerd.sh start: {out:?}");
-        env.cli.daemon_pid().expect("the snapshotter's daemon");
-        env
+    }
+
+    /// Stops the snapshotter (SIGTERM, as a service manager would) and waits until it exited.
+    fn stop_snapshotter(&mut self) {
+        let Some(mut child) = self.snapshotter.take() else {
+            return;
+        };
+        cli::signal(child.id(), rustix::process::Signal::TERM);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     fn snapshotter_log(&self) -> String {
@@ -156,18 +184,7 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         let _ = self.script("stop");
-        if let Some(mut child) = self.snapshotter.take() {
-            cli::signal(child.id(), rustix::process::Signal::TERM);
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(60) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop_snapshotter();
         // `self.cli` then stops the store's daemon (if still up) and detaches its mounts.
     }
 }
@@ -389,4 +406,128 @@ fn bad_requests_get_containerds_codes_and_change_nothing() {
     assert_eq!(env.store_names(), before);
     let listed = env.snapshots();
     assert_eq!(listed.len(), 2, "{listed:?}");
+}
+
+/// The counter a running container writes every 100 ms, read through its rootfs mount.
+fn beat(rootfs: &Path) -> u64 {
+    let text = std::fs::read_to_string(rootfs.join("root/beat")).unwrap_or_default();
+    text.trim().parse().unwrap_or(0)
+}
+
+/// Waits until the running container's counter passes `after`: it is still running and
+/// writing into its Tessera rootfs.
+fn beats_past(env: &Env, rootfs: &Path, after: u64) -> u64 {
+    let started = Instant::now();
+    loop {
+        let now = beat(rootfs);
+        if now > after {
+            return now;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the container stopped writing at {now}; snapshotter log:\n{}",
+            env.snapshotter_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_running_container_survives_restarts_of_the_snapshotter_and_of_containerd() {
+    if !can_run() {
+        return;
+    }
+    let mut env = Env::start();
+    import(&env);
+    // An ID of its own: runc keeps its state per namespace, not per containerd, and the
+    // other tests of this file run containers at the same time.
+    env.ctr(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "tessera",
+        "tessera.test/bb:one",
+        "survivor",
+        "/bin/sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo $i > /root/beat; /bin/busybox sleep 0.1; done",
+    ]);
+    let mounts = env.ctr(&[
+        "snapshots",
+        "--snapshotter",
+        "tessera",
+        "mounts",
+        "/x",
+        "survivor",
+    ]);
+    let rootfs = PathBuf::from(mounts.split_whitespace().nth(3).unwrap());
+    let daemon = env.cli.daemon_pid().expect("the store's daemon");
+    let snapshots = env.snapshots();
+    let info = env.ctr(&["snapshots", "--snapshotter", "tessera", "info", "survivor"]);
+    let before = beats_past(&env, &rootfs, 0);
+
+    // The snapshotter stops and starts again: the mounts are the daemon's, so the container
+    // never notices; the new snapshotter finds every snapshot with its labels.
+    env.stop_snapshotter();
+    let during = beats_past(&env, &rootfs, before);
+    env.start_snapshotter();
+    // containerd redials a proxy plugin with a backoff: until then requests fail fast.
+    let started = Instant::now();
+    while !env
+        .ctr_output(&["snapshots", "--snapshotter", "tessera", "ls"])
+        .status
+        .success()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "containerd did not reconnect to the restarted snapshotter"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(env.snapshots(), snapshots);
+    assert_eq!(
+        env.ctr(&["snapshots", "--snapshotter", "tessera", "info", "survivor"]),
+        info
+    );
+    let after = beats_past(&env, &rootfs, during);
+
+    // containerd restarts (its shims, and the task, stay up) and finds the task running.
+    let out = env.script("restart");
+    assert!(out.status.success(), "containerd.sh restart: {out:?}");
+    let tasks = env.ctr(&["tasks", "ls"]);
+    assert!(
+        tasks
+            .lines()
+            .any(|l| l.starts_with("survivor") && l.contains("RUNNING")),
+        "{tasks}"
+    );
+    beats_past(&env, &rootfs, after);
+    assert_eq!(env.snapshots(), snapshots);
+    assert_eq!(
+        env.cli.daemon_pid(),
+        Some(daemon),
+        "the daemon was restarted"
+    );
+
+    // Stopped and removed through the restarted pair, the container's snapshot goes.
+    env.ctr(&["tasks", "kill", "-s", "SIGKILL", "survivor"]);
+    let started = Instant::now();
+    while env
+        .ctr_output(&["tasks", "delete", "survivor"])
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the container did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    env.ctr(&["containers", "rm", "survivor"]);
+    assert!(
+        !env.snapshots().iter().any(|l| l.starts_with("survivor ")),
+        "{:?}",
+        env.snapshots()
+    );
 }
