@@ -1,7 +1,7 @@
 //! Node scale: one daemon serves many mounts, and an idle mount costs it little memory (issue
 //! 11: ≤ 2 MiB each). Twenty containers are mounted, each reads a file and writes one, then the
 //! daemon's anonymous memory is read from /proc. Before the daemon fixed glibc's mmap
-//! threshold (`daemon::malloc`), each mount's FUSE threads held their 16 MiB request buffers
+//! threshold (`tessera_daemon::malloc`), each mount's FUSE threads held their 16 MiB request buffers
 //! resident: 465 MiB for these twenty. The Cli guard stops the daemon and unmounts.
 
 #[allow(dead_code)]

@@ -3,11 +3,8 @@
 //! exit non-zero on error.
 
 mod bench;
-mod client;
 mod cmd;
-mod daemon;
 mod output;
-mod service;
 mod snapshotter;
 mod stats_page;
 

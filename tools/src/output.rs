@@ -45,17 +45,7 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An error and its causes on one line.
-pub fn error_line(error: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
-}
+pub use tessera_daemon::error_line;
 
 /// A spinner with the elapsed time on stderr while a long request runs; hidden when stderr is
 /// not a terminal.

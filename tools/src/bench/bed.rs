@@ -124,7 +124,8 @@ impl Bed {
 
     fn tessera(&self, opts: BedOptions) -> Result<TesseraBed> {
         let shared = self.system == System::TesseraShared;
-        let mut options = crate::service::store_options().block_cache_bytes(opts.block_cache_bytes);
+        let mut options =
+            tessera_daemon::service::store_options().block_cache_bytes(opts.block_cache_bytes);
         if let Some(bytes) = opts.block_size {
             options = options.block_size(bytes);
         }

@@ -4,9 +4,9 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::client;
 use crate::output;
-use crate::service::Request;
+use tessera_daemon::Request;
+use tessera_daemon::client;
 
 /// Commit a container's changes as a new image; the container goes on on top of it.
 #[derive(clap::Args)]
@@ -24,7 +24,7 @@ pub struct Args {
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
     // A mounted container's daemon pushes what the kernel caches of it before committing.
-    let reply = client::call(
+    let reply = client::call_for::<tessera_daemon::reply::Committed>(
         store,
         Request::Commit {
             container: args.container.clone(),

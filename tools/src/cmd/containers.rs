@@ -5,9 +5,9 @@ use std::path::Path;
 use anyhow::Result;
 use tessera::store_dir::ContainerInfo;
 
-use crate::client;
 use crate::output;
-use crate::service::Request;
+use tessera_daemon::Request;
+use tessera_daemon::client;
 
 /// List containers.
 #[derive(clap::Args)]
@@ -19,11 +19,11 @@ pub struct Args {
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
-    let reply = client::call(store, Request::Containers)?;
+    let reply = client::call_for::<Vec<ContainerInfo>>(store, Request::Containers)?;
     if args.json {
         return output::json(&reply);
     }
-    let containers: Vec<ContainerInfo> = serde_json::from_value(reply)?;
+    let containers = reply;
     let rows: Vec<Vec<String>> = containers
         .iter()
         .map(|c| {

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::client;
 use crate::output;
-use crate::service::Request;
+use tessera_daemon::Request;
+use tessera_daemon::client;
 
 /// Create a container on an image (any committed image).
 #[derive(clap::Args)]
@@ -55,7 +55,7 @@ fn parse_limit(text: &str) -> Result<Option<u64>> {
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
-    let reply = client::call(
+    let reply = client::call_for::<tessera_daemon::reply::Created>(
         store,
         Request::Create {
             name: args.name.clone(),
@@ -76,7 +76,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
 }
 
 pub fn update(store: &Path, args: UpdateArgs) -> Result<()> {
-    let reply = client::call(
+    let reply = client::call_for::<tessera_daemon::reply::Updated>(
         store,
         Request::Update {
             name: args.name.clone(),
@@ -86,8 +86,8 @@ pub fn update(store: &Path, args: UpdateArgs) -> Result<()> {
     if args.json {
         return output::json(&reply);
     }
-    let held = output::size(reply["exclusive_bytes"].as_u64().unwrap_or(0));
-    match reply["size_limit"].as_u64() {
+    let held = output::size(reply.exclusive_bytes);
+    match reply.size_limit {
         Some(limit) => println!(
             "container {}: size limit {}, {held} held exclusively",
             args.name,

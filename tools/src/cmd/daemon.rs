@@ -5,10 +5,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 
-use crate::client;
-use crate::daemon::{self, DaemonOptions, protocol};
 use crate::output;
-use crate::service::Request;
+use tessera_daemon::Request;
+use tessera_daemon::client;
+use tessera_daemon::reply::{DaemonStatus, Stopping};
+use tessera_daemon::{DaemonOptions, malloc, protocol, server};
 
 /// Inspect or control the store's daemon.
 #[derive(clap::Args)]
@@ -51,7 +52,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             let Some(stream) = client::daemon(store) else {
                 bail!("no tessera daemon runs for store {}", store.display());
             };
-            let status = protocol::call(stream, &Request::Status)?;
+            let status: DaemonStatus = protocol::call(stream, &Request::Status)?.report()?;
             if json {
                 return output::json(&status);
             }
@@ -62,12 +63,12 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             let Some(stream) = client::daemon(store) else {
                 bail!("no tessera daemon runs for store {}", store.display());
             };
-            let reply = protocol::call(stream, &Request::Stop)?;
+            let reply: Stopping = protocol::call(stream, &Request::Stop)?.report()?;
             let started = Instant::now();
             // Until the process is gone: it removes its socket first, then unmounts and
             // flushes, and only its exit frees the store lock for the next command.
-            let pid = reply["stopping"].as_u64();
-            while client::daemon(store).is_some() || pid.is_some_and(client::running) {
+            let pid = u64::from(reply.stopping);
+            while client::daemon(store).is_some() || client::running(pid) {
                 if started.elapsed() > Duration::from_secs(60) {
                     bail!("the daemon did not stop within 60 s");
                 }
@@ -83,8 +84,8 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             persist,
             cache_size,
         } => {
-            daemon::malloc::fix_mmap_threshold();
-            daemon::run(
+            malloc::fix_mmap_threshold();
+            server::run(
                 store,
                 DaemonOptions {
                     persist,

@@ -14,7 +14,7 @@ use tessera::{Store, Volume};
 use tessera_fusefs::{Mount, MountConfig};
 
 use crate::output::size;
-use crate::service::store_options;
+use tessera_daemon::service::store_options;
 
 /// Run the guided tour on generated data (in a temporary directory, cleaned up after).
 #[derive(clap::Args)]

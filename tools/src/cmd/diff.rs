@@ -5,9 +5,9 @@ use std::path::Path;
 use anyhow::Result;
 use tessera::diff::DiffEntry;
 
-use crate::client;
 use crate::output;
-use crate::service::Request;
+use tessera_daemon::Request;
+use tessera_daemon::client;
 
 /// Show added (A), modified (M) and deleted (D) paths of a container, with changed byte
 /// ranges of modified files (block-granular).
@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
-    let reply = client::call(
+    let reply = client::call_for::<Vec<DiffEntry>>(
         store,
         Request::Diff {
             container: args.container,
@@ -30,7 +30,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
     if args.json {
         return output::json(&reply);
     }
-    let entries: Vec<DiffEntry> = serde_json::from_value(reply)?;
+    let entries = reply;
     for e in entries {
         let mut line = format!("{} {}", e.change, e.path);
         if e.kind == "dir" {

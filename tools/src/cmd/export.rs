@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use tessera::export::{ExportReport, ExportedLayer, OciExportReport};
 
-use crate::client;
 use crate::output;
-use crate::service::{self, Request};
+use tessera_daemon::client;
+use tessera_daemon::{Request, service};
 
 /// Export an image or a container: a tar of its merged view, an OCI image layout, or the
 /// diff of its top layer.
@@ -49,11 +49,11 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
     );
     spinner.finish();
     let reply = reply?;
-    if args.json {
-        return output::json(&reply);
-    }
     if args.oci {
-        let r: OciExportReport = serde_json::from_value(reply)?;
+        let r: OciExportReport = reply.report()?;
+        if args.json {
+            return output::json(&r);
+        }
         let bytes: u64 = r.layers.iter().map(|l| l.size).sum();
         println!(
             "exported {} to OCI layout {} as {:?}: {} layer(s), {} compressed, manifest {}",
@@ -65,7 +65,10 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             r.manifest
         );
     } else if args.layer {
-        let r: ExportedLayer = serde_json::from_value(reply)?;
+        let r: ExportedLayer = reply.report()?;
+        if args.json {
+            return output::json(&r);
+        }
         println!(
             "exported the top layer of {} to {} ({} entries, {} of file data, diff id {})",
             args.target,
@@ -75,7 +78,10 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             r.diff_id
         );
     } else {
-        let r: ExportReport = serde_json::from_value(reply)?;
+        let r: ExportReport = reply.report()?;
+        if args.json {
+            return output::json(&r);
+        }
         println!(
             "exported {} to {} ({} entries, {} of file data)",
             args.target,

@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 use tessera::store::{Remote, RemoteUrl};
 use tessera::store_dir::ImageInfo;
 
-use crate::client;
 use crate::output;
-use crate::service::Request;
+use tessera_daemon::Request;
+use tessera_daemon::client;
 
 /// List images.
 #[derive(clap::Args)]
@@ -28,11 +28,11 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
     if let Some(url) = &args.remote {
         return run_remote(url, args.json);
     }
-    let reply = client::call(store, Request::Images)?;
+    let reply = client::call_for::<Vec<ImageInfo>>(store, Request::Images)?;
     if args.json {
         return output::json(&reply);
     }
-    let images: Vec<ImageInfo> = serde_json::from_value(reply)?;
+    let images = reply;
     let rows = images
         .iter()
         .map(|i| (&i.name, i.layers, i.layer_bytes, i.created));

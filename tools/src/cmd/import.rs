@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use tessera::import::ImportReport;
 
-use crate::client;
 use crate::output;
-use crate::service::{self, Request};
+use tessera_daemon::client;
+use tessera_daemon::{Request, service};
 
 /// Import a directory, a tar, an OCI image layout or a docker save archive as an image.
 #[derive(clap::Args)]
@@ -32,7 +32,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
     // Lexical, so a `:REF` suffix survives (the engine splits it off).
     let source = service::absolute(&args.source)?;
     let spinner = output::Spinner::start("importing");
-    let reply = client::call(
+    let reply = client::call_for::<ImportReport>(
         store,
         Request::Import {
             source,
@@ -44,7 +44,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
     if args.json {
         return output::json(&reply);
     }
-    let r: ImportReport = serde_json::from_value(reply)?;
+    let r = reply;
     let rate = r.logical_bytes as f64 / r.seconds.max(1e-9) / (1 << 20) as f64;
     let from = r.format.map(|f| format!(" ({f})")).unwrap_or_default();
     println!(

@@ -7,7 +7,7 @@ use tessera::Store;
 use tessera::store::Compression;
 use tessera::store_dir::parse_size;
 
-use crate::service::store_options;
+use tessera_daemon::service::store_options;
 
 /// Create a store.
 #[derive(clap::Args)]

@@ -9,9 +9,9 @@ use tessera::maintenance::{FsckReport, GcReport};
 use tessera::store::{Remote, RemoteUrl};
 use tessera::transfer::{DEFAULT_GRACE, RemoteGcOptions, gc_remote};
 
-use crate::client;
 use crate::output::{self, size};
-use crate::service::Request;
+use tessera_daemon::Request;
+use tessera_daemon::client;
 
 /// Reclaim blocks and block-map pages nothing references (repacking mostly-dead packs); with
 /// --remote, delete the packs of a remote that no remote image references.
@@ -59,7 +59,7 @@ pub fn run_gc(store: &Path, args: GcArgs) -> Result<()> {
         return run_remote_gc(url, &args);
     }
     let spinner = output::Spinner::start("collecting garbage");
-    let reply = client::call(
+    let reply = client::call_for::<GcReport>(
         store,
         Request::Gc {
             dry_run: args.dry_run,
@@ -71,7 +71,7 @@ pub fn run_gc(store: &Path, args: GcArgs) -> Result<()> {
     if args.json {
         return output::json(&reply);
     }
-    let r: GcReport = serde_json::from_value(reply)?;
+    let r = reply;
     println!(
         "{} of {} stored blocks are garbage ({})",
         r.garbage_blocks,
@@ -156,17 +156,16 @@ fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
 
 pub fn run_fsck(store: &Path, args: FsckArgs) -> Result<()> {
     let spinner = output::Spinner::start("checking the store");
-    let reply = client::call(
+    let reply = client::call_for::<FsckReport>(
         store,
         Request::Fsck {
             verify_data: args.verify_data,
         },
     );
     spinner.finish();
-    let reply = reply?;
-    let r: FsckReport = serde_json::from_value(reply.clone())?;
+    let r = reply?;
     if args.json {
-        output::json(&reply)?;
+        output::json(&r)?;
     } else {
         println!(
             "checked {} layers, {} node records, {} entries, {} views, {} referenced blocks{} in {:.2} s",

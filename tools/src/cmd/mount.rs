@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
 
-use crate::client;
-use crate::daemon::{self, DaemonOptions, MountRequest, protocol};
 use crate::output;
-use crate::service::{self, Request};
+use tessera_daemon::client;
+use tessera_daemon::reply::{DaemonStatus, Unmounted};
+use tessera_daemon::{DaemonOptions, MountRequest, malloc, protocol, server};
+use tessera_daemon::{Request, service};
 
 /// Mount a container's view (starts the store's daemon if none runs).
 #[derive(clap::Args)]
@@ -67,7 +67,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
         if client::daemon(store).is_some() {
             bail!("a daemon already serves this store; mount without --foreground");
         }
-        crate::daemon::malloc::fix_mmap_threshold();
+        malloc::fix_mmap_threshold();
         println!(
             "mounting {} at {} (Ctrl-C to stop)",
             args.container,
@@ -78,7 +78,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             cache_bytes: cache_bytes(&args.cache_size)?,
             initial_mount: Some(request),
         };
-        return daemon::run(store, options);
+        return server::run(store, options);
     }
     let stream = match client::daemon(store) {
         Some(stream) => stream,
@@ -108,8 +108,9 @@ pub fn run_umount(store: &Path, args: UmountArgs) -> Result<()> {
         };
         match protocol::call(stream, &request) {
             Ok(reply) => {
+                let reply: Unmounted = reply.report()?;
                 // The daemon's last mount: it exits, and frees the store, right after.
-                if let Some(pid) = reply["exiting"].as_u64() {
+                if let Some(pid) = reply.exiting.map(u64::from) {
                     let started = std::time::Instant::now();
                     while client::running(pid)
                         && started.elapsed() < std::time::Duration::from_secs(60)
@@ -136,12 +137,12 @@ pub fn run_umount(store: &Path, args: UmountArgs) -> Result<()> {
     bail!("no tessera daemon serves {}", mountpoint.display())
 }
 
-pub fn print_status(value: &Value) {
-    let mounts = value["mounts"].as_array().cloned().unwrap_or_default();
+pub fn print_status(status: &DaemonStatus) {
+    let mounts = &status.mounts;
     println!(
         "daemon pid {} serving {} ({} mount{})",
-        value["pid"],
-        value["store"].as_str().unwrap_or("?"),
+        status.pid,
+        status.store.display(),
         mounts.len(),
         if mounts.len() == 1 { "" } else { "s" }
     );
@@ -149,11 +150,11 @@ pub fn print_status(value: &Value) {
         .iter()
         .map(|m| {
             vec![
-                m["container"].as_str().unwrap_or("").to_string(),
-                m["mountpoint"].as_str().unwrap_or("").to_string(),
-                if m["share_memory"].as_bool() == Some(true) {
+                m.container.clone(),
+                m.mountpoint.display().to_string(),
+                if m.share_memory {
                     "share-memory"
-                } else if m["write_through"].as_bool() == Some(true) {
+                } else if m.write_through {
                     "write-through"
                 } else {
                     "writeback"
@@ -165,43 +166,38 @@ pub fn print_status(value: &Value) {
     if !rows.is_empty() {
         output::table(&["CONTAINER", "MOUNT POINT", "CACHING"], &rows);
     }
-    println!(
-        "dirty data: {}",
-        output::size(value["dirty_bytes"].as_u64().unwrap_or(0))
-    );
-    if let Some(cache) = value["block_cache"].as_object() {
+    println!("dirty data: {}", output::size(status.dirty_bytes));
+    if let Some(cache) = &status.block_cache {
         println!(
             "block cache: {} held, {} hits, {} misses",
-            output::size(cache["bytes"].as_u64().unwrap_or(0)),
-            cache["hits"],
-            cache["misses"]
+            output::size(cache.bytes),
+            cache.hits,
+            cache.misses
         );
     }
     println!(
         "durability: {} fsyncs served by the intent log (one disk sync each), {} metadata commits",
-        value["intent_log_fsyncs"].as_u64().unwrap_or(0),
-        value["metadata_commits"].as_u64().unwrap_or(0)
+        status.intent_log_fsyncs, status.metadata_commits
     );
-    if let Some(remote) = value["remote"].as_object() {
-        let size = |key: &str| output::size(remote[key].as_u64().unwrap_or(0));
+    if let Some(remote) = &status.remote {
         println!(
             "remote: {} requests, {} fetched, {} sent; the local packs (its cache) hold {}",
-            remote["requests"],
-            size("bytes_fetched"),
-            size("bytes_sent"),
-            size("local_pack_bytes")
+            remote.requests,
+            output::size(remote.bytes_fetched),
+            output::size(remote.bytes_sent),
+            output::size(remote.local_pack_bytes)
         );
     }
-    let reclaim = &value["reclaim"];
-    let bytes = |key: &str| output::size(reclaim[key].as_u64().unwrap_or(0));
+    let reclaim = &status.reclaim;
     println!(
         "reclaim: {} passes freed {}; pending: {} left by the last pass, {} stored since{}",
-        reclaim["passes"].as_u64().unwrap_or(0),
-        bytes("bytes_freed"),
-        bytes("garbage_left"),
-        bytes("stored_since"),
-        reclaim["last_error"]
-            .as_str()
+        reclaim.passes,
+        output::size(reclaim.bytes_freed),
+        output::size(reclaim.garbage_left),
+        output::size(reclaim.stored_since),
+        reclaim
+            .last_error
+            .as_deref()
             .map(|e| format!("; last error: {e}"))
             .unwrap_or_default()
     );

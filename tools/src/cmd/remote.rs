@@ -8,9 +8,9 @@ use anyhow::Result;
 use tessera::store::RemoteUrl;
 use tessera::transfer::{PullReport, PushReport};
 
-use crate::client;
 use crate::output;
-use crate::service::Request;
+use tessera_daemon::Request;
+use tessera_daemon::client;
 
 /// Publish an image on a remote: uploads the blocks the remote lacks, then the manifest.
 #[derive(clap::Args)]
@@ -61,7 +61,7 @@ pub struct PullArgs {
 pub fn run_push(store: &Path, args: PushArgs) -> Result<()> {
     let url: RemoteUrl = args.url.parse()?;
     let spinner = output::Spinner::start("pushing");
-    let reply = client::call(
+    let reply = client::call_for::<PushReport>(
         store,
         Request::Push {
             image: args.image,
@@ -73,7 +73,7 @@ pub fn run_push(store: &Path, args: PushArgs) -> Result<()> {
     if args.json {
         return output::json(&reply);
     }
-    let r: PushReport = serde_json::from_value(reply)?;
+    let r = reply;
     println!(
         "pushed {} to {}: {} layer(s), {} blocks, {} new ({} of blocks), {} sent in all",
         r.image,
@@ -101,7 +101,7 @@ fn parse_cache_size(text: &str) -> Result<u64> {
 pub fn run_pull(store: &Path, args: PullArgs) -> Result<()> {
     let url: RemoteUrl = args.url.parse()?;
     let spinner = output::Spinner::start("pulling");
-    let reply = client::call(
+    let reply = client::call_for::<PullReport>(
         store,
         Request::Pull {
             url: url.to_string(),
@@ -121,7 +121,7 @@ pub fn run_pull(store: &Path, args: PullArgs) -> Result<()> {
     if args.json {
         return output::json(&reply);
     }
-    let r: PullReport = serde_json::from_value(reply)?;
+    let r = reply;
     println!(
         "pulled {} from {}: {} layer(s), {} blocks, {} fetched, {} received in all",
         r.image,

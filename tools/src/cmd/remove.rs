@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use tessera::store::{Remote, RemoteUrl};
 
-use crate::client;
 use crate::output;
-use crate::service::Request;
+use tessera_daemon::Request;
+use tessera_daemon::client;
 
 /// Remove a container (refused while it is mounted).
 #[derive(clap::Args)]
@@ -37,7 +37,7 @@ pub struct RmiArgs {
 }
 
 pub fn run_rm(store: &Path, args: RmArgs) -> Result<()> {
-    let reply = client::call(
+    let reply = client::call_for::<tessera_daemon::reply::Removed>(
         store,
         Request::Rm {
             name: args.name.clone(),
@@ -63,7 +63,7 @@ pub fn run_rmi(store: &Path, args: RmiArgs) -> Result<()> {
         println!("removed image {} from {url}", args.name);
         return Ok(());
     }
-    let reply = client::call(
+    let reply = client::call_for::<tessera_daemon::reply::Removed>(
         store,
         Request::Rmi {
             name: args.name.clone(),

@@ -7,10 +7,11 @@ use anyhow::{Context, Result};
 use containerd_snapshots::tonic::transport::Server;
 use tokio_stream::wrappers::UnixListenerStream;
 
-use crate::client;
-use crate::daemon::protocol;
-use crate::service::{self, Request};
 use crate::snapshotter::TesseraSnapshotter;
+use tessera_daemon::client;
+use tessera_daemon::protocol;
+use tessera_daemon::reply::DaemonStatus;
+use tessera_daemon::{Request, service};
 
 /// Serve containerd's snapshots API over the store (configure containerd's
 /// `[proxy_plugins.tessera]` with this socket).
@@ -92,8 +93,8 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
     // The daemon this started stops with it, unless it still serves mounts: running
     // containers keep their rootfs across a restart of the snapshotter (which finds them).
     if started_daemon && let Some(stream) = client::daemon(store) {
-        let status = protocol::call(stream, &Request::Status)?;
-        let mounts = status["mounts"].as_array().map_or(0, |m| m.len());
+        let status: DaemonStatus = protocol::call(stream, &Request::Status)?.report()?;
+        let mounts = status.mounts.len();
         if mounts == 0 {
             if let Some(stream) = client::daemon(store) {
                 protocol::call(stream, &Request::Stop)?;

@@ -5,9 +5,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use tessera::stats::StatsReport;
 
-use crate::client;
 use crate::output::{self, size, table};
-use crate::service::Request;
+use tessera_daemon::Request;
+use tessera_daemon::client;
 
 /// Report dedup and sharing: logical vs stored bytes, exclusive and shared bytes per image and
 /// container, copy-up bytes versus whole-file copy-up, how many layers share each block, and
@@ -31,7 +31,7 @@ pub struct Args {
 }
 
 pub fn run(store: &Path, args: Args) -> Result<()> {
-    let reply = client::call(
+    let reply = client::call_for::<StatsReport>(
         store,
         Request::Stats {
             names: args.names,
@@ -41,7 +41,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
     if args.json {
         return output::json(&reply);
     }
-    let r: StatsReport = serde_json::from_value(reply)?;
+    let r = reply;
     if let Some(path) = &args.html {
         let page = crate::stats_page::page(&r)?;
         std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;

@@ -24,10 +24,12 @@ use containerd_snapshots::api::types::Mount;
 use containerd_snapshots::tonic::Status;
 use containerd_snapshots::{Info, Usage};
 
-use crate::client;
-use crate::service::Request;
 use db::{Db, EMPTY_IMAGE, Kind, Record};
 use filter::{Filters, Subject};
+use tessera::stats::StatsReport;
+use tessera::store_dir::{ContainerInfo, ImageInfo};
+use tessera_daemon::reply::DaemonStatus;
+use tessera_daemon::{FromReply, Reply, Request, client};
 
 /// The snapshotter: the store it serves and its own state directory.
 pub struct TesseraSnapshotter {
@@ -44,7 +46,7 @@ struct State {
 }
 
 fn internal(e: anyhow::Error) -> Status {
-    Status::internal(crate::output::error_line(&e))
+    Status::internal(tessera_daemon::error_line(&e))
 }
 
 /// What Walk's filters see of snapshot `key`.
@@ -68,19 +70,10 @@ impl TesseraSnapshotter {
         let mounts_dir = root.join("mounts");
         std::fs::create_dir_all(&mounts_dir)?;
         let db = Db::load(&root.join("snapshots.json"))?;
-        let status = client::call(store, Request::Status)?;
-        let mounted = status["mounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m["mountpoint"].as_str().map(PathBuf::from))
-            .collect();
-        let images = client::call(store, Request::Images)?;
-        let has_empty = images
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|i| i["name"].as_str() == Some(EMPTY_IMAGE));
+        let status: DaemonStatus = client::call_for(store, Request::Status)?;
+        let mounted = status.mounts.into_iter().map(|m| m.mountpoint).collect();
+        let images: Vec<ImageInfo> = client::call_for(store, Request::Images)?;
+        let has_empty = images.iter().any(|i| i.name == EMPTY_IMAGE);
         if !has_empty {
             // An empty directory makes the empty image.
             let empty = root.join("empty");
@@ -101,8 +94,12 @@ impl TesseraSnapshotter {
         })
     }
 
-    fn call(&self, request: Request) -> Result<serde_json::Value, Status> {
+    fn call(&self, request: Request) -> Result<Reply, Status> {
         client::call(&self.store, request).map_err(internal)
+    }
+
+    fn call_for<T: FromReply>(&self, request: Request) -> Result<T, Status> {
+        self.call(request)?.report().map_err(internal)
     }
 
     fn mountpoint(&self, id: u64) -> PathBuf {
@@ -207,24 +204,23 @@ impl TesseraSnapshotter {
             .values()
             .map(Record::tessera_name)
             .collect();
-        let leftover = |value: &serde_json::Value| -> Vec<u64> {
-            value
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|o| o["name"].as_str())
+        let leftover = |names: Vec<String>| -> Vec<u64> {
+            names
+                .iter()
                 .filter(|name| !known.contains(*name))
                 .filter_map(|name| name.strip_prefix("ctd-")?.parse().ok())
                 .collect()
         };
-        let containers = leftover(&self.call(Request::Containers)?);
+        let containers: Vec<ContainerInfo> = self.call_for(Request::Containers)?;
+        let containers = leftover(containers.into_iter().map(|c| c.name).collect());
         for id in &containers {
             self.unmount(state, *id)?;
             self.call(Request::Rm {
                 name: db::tessera_name(*id),
             })?;
         }
-        let images = leftover(&self.call(Request::Images)?);
+        let images: Vec<ImageInfo> = self.call_for(Request::Images)?;
+        let images = leftover(images.into_iter().map(|i| i.name).collect());
         for id in &images {
             self.call(Request::Rmi {
                 name: db::tessera_name(*id),
@@ -319,19 +315,18 @@ impl containerd_snapshots::Snapshotter for TesseraSnapshotter {
             }
             r.tessera_name()
         };
-        let stats = self.call(Request::Stats {
+        let stats: StatsReport = self.call_for(Request::Stats {
             names: vec![name.clone()],
             top: 0,
         })?;
-        let owner = stats["owners"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|o| o["name"].as_str() == Some(name.as_str()))
+        let owner = stats
+            .owners
+            .iter()
+            .find(|o| o.name == name)
             .ok_or_else(|| Status::internal(format!("no figures for {name}")))?;
         Ok(Usage {
-            size: owner["exclusive_bytes"].as_i64().unwrap_or(0),
-            inodes: owner["files"].as_i64().unwrap_or(0),
+            size: owner.exclusive_bytes.try_into().unwrap_or(i64::MAX),
+            inodes: owner.files.try_into().unwrap_or(i64::MAX),
         })
     }
 

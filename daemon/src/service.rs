@@ -1,16 +1,18 @@
-//! What the CLI asks of a store, as data: every command that touches a store builds a
-//! [`Request`], and [`execute`] carries it out against an open `Store`. The CLI runs requests
-//! in-process when no daemon owns the store (`call_local`); the daemon runs the very same
-//! `execute` for requests arriving on its control socket (see `client`).
+//! What can be asked of a store, as data: every CLI command that touches a store builds a
+//! [`Request`], and [`execute`] carries it out against an open `Store` and answers a typed
+//! [`Reply`]. Requests run in the caller's process when no daemon owns the store
+//! (`call_local`); the daemon runs the very same `execute` for requests arriving on its
+//! control socket (see `client`).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tessera::maintenance::{FsckOptions, GcOptions};
 use tessera::stats::StatsOptions;
 use tessera::{Store, StoreOptions};
+
+use crate::reply::{Committed, Created, Removed, Reply, Updated};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -112,17 +114,17 @@ pub enum Request {
     Stop,
 }
 
-/// Carries out one request; the reply is the command's data as JSON.
-pub fn execute(store: &Store, request: Request) -> Result<Value> {
+/// Carries out one request (daemon-only ones excepted: the daemon answers those itself).
+pub fn execute(store: &Store, request: Request) -> Result<Reply> {
     Ok(match request {
         Request::Import { source, name } => {
             let report = store
                 .import_source(&source, name.as_deref())
                 .with_context(|| format!("importing {}", source.display()))?;
-            serde_json::to_value(report)?
+            Reply::Import(report)
         }
-        Request::Images => serde_json::to_value(store.images()?)?,
-        Request::Containers => serde_json::to_value(store.containers()?)?,
+        Request::Images => Reply::Images(store.images()?),
+        Request::Containers => Reply::Containers(store.containers()?),
         Request::Create {
             name,
             image,
@@ -131,7 +133,11 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
             store
                 .create_container_limited(&name, &image, size_limit)
                 .with_context(|| format!("creating container {name}"))?;
-            json!({ "container": name, "image": image, "size_limit": size_limit })
+            Reply::Created(Created {
+                container: name,
+                image,
+                size_limit,
+            })
         }
         Request::Update { name, size_limit } => {
             store
@@ -140,25 +146,32 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
             let (size_limit, held) = store
                 .size_limit_use(&name)
                 .with_context(|| format!("measuring container {name}"))?;
-            json!({ "container": name, "size_limit": size_limit, "exclusive_bytes": held })
+            Reply::Updated(Updated {
+                container: name,
+                size_limit,
+                exclusive_bytes: held,
+            })
         }
         Request::Commit { container, image } => {
             let layer = store
                 .commit_container(&container, &image)
                 .with_context(|| format!("committing container {container}"))?;
-            json!({ "image": image, "layer": layer.0 })
+            Reply::Committed(Committed {
+                image,
+                layer: layer.0,
+            })
         }
         Request::Rm { name } => {
             store
                 .remove_container(&name)
                 .with_context(|| format!("removing container {name}"))?;
-            json!({ "removed": name })
+            Reply::Removed(Removed { removed: name })
         }
         Request::Rmi { name } => {
             store
                 .remove_image(&name)
                 .with_context(|| format!("removing image {name}"))?;
-            json!({ "removed": name })
+            Reply::Removed(Removed { removed: name })
         }
         Request::Export {
             target,
@@ -167,25 +180,25 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
             layer,
         } => match (oci, layer) {
             (true, true) => anyhow::bail!("--oci and --layer exclude each other"),
-            (true, false) => serde_json::to_value(
+            (true, false) => Reply::ExportOci(
                 store
                     .export_oci(&target, &output, None)
                     .with_context(|| format!("exporting {target} to {}", output.display()))?,
-            )?,
+            ),
             (false, true) => export_layer(store, &target, &output)?,
             (false, false) => export(store, &target, &output)?,
         },
-        Request::Diff { container } => serde_json::to_value(
+        Request::Diff { container } => Reply::Diff(
             store
                 .diff_container(&container)
                 .with_context(|| format!("diffing container {container}"))?,
-        )?,
+        ),
         Request::Push { image, url } => {
             let packs = remote_packs(store, &url)?;
             let report = store
                 .push(&image, &packs)
                 .with_context(|| format!("pushing {image} to {url}"))?;
-            serde_json::to_value(report)?
+            Reply::Push(report)
         }
         Request::Pull {
             url,
@@ -216,28 +229,26 @@ pub fn execute(store: &Store, request: Request) -> Result<Value> {
                     }
                 }
             }
-            serde_json::to_value(report)?
+            Reply::Pull(report)
         }
         Request::Stats { names, top } => {
-            serde_json::to_value(tessera::stats::stats(store, &StatsOptions { names, top })?)?
+            Reply::Stats(tessera::stats::stats(store, &StatsOptions { names, top })?)
         }
         Request::Gc {
             dry_run,
             repack_below,
-        } => serde_json::to_value(store.gc(&GcOptions {
+        } => Reply::Gc(store.gc(&GcOptions {
             dry_run,
             repack_below,
-        })?)?,
-        Request::Fsck { verify_data } => {
-            serde_json::to_value(store.fsck(&FsckOptions { verify_data })?)?
-        }
+        })?),
+        Request::Fsck { verify_data } => Reply::Fsck(store.fsck(&FsckOptions { verify_data })?),
         Request::Mount { .. } | Request::Umount { .. } | Request::Status | Request::Stop => {
             anyhow::bail!("no tessera daemon runs for this store")
         }
     })
 }
 
-fn export(store: &Store, target: &str, output: &Path) -> Result<Value> {
+fn export(store: &Store, target: &str, output: &Path) -> Result<Reply> {
     let is_container = store.containers()?.iter().any(|c| c.name == target);
     let volume = if is_container {
         store.container_view(target)
@@ -251,10 +262,10 @@ fn export(store: &Store, target: &str, output: &Path) -> Result<Value> {
     let report = volume
         .export_tar(writer)
         .with_context(|| format!("exporting {target} to {}", output.display()))?;
-    Ok(serde_json::to_value(report)?)
+    Ok(Reply::Export(report))
 }
 
-fn export_layer(store: &Store, target: &str, output: &Path) -> Result<Value> {
+fn export_layer(store: &Store, target: &str, output: &Path) -> Result<Reply> {
     let file =
         std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
     let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
@@ -265,7 +276,7 @@ fn export_layer(store: &Store, target: &str, output: &Path) -> Result<Value> {
         )
     })?;
     std::io::Write::flush(&mut writer).with_context(|| format!("writing {}", output.display()))?;
-    Ok(serde_json::to_value(report)?)
+    Ok(Reply::ExportLayer(report))
 }
 
 /// The packs of a remote the store knows, with a client configured by this process's AWS_*
@@ -282,7 +293,7 @@ pub fn store_options() -> StoreOptions {
 }
 
 /// Runs a request in this process against the store at `path` (no daemon runs).
-pub fn call_local(path: &Path, request: Request) -> Result<Value> {
+pub fn call_local(path: &Path, request: Request) -> Result<Reply> {
     let mut options = store_options();
     if let Request::Pull {
         url, lazy: true, ..

@@ -1,21 +1,21 @@
-//! The control socket's protocol: one JSON request per line, one JSON reply per line
-//! (`{"ok": …}` or `{"error": "…"}`), then the connection closes.
+//! The control socket's protocol: one JSON request per line, one JSON answer per line
+//! (`{"ok": REPLY}`, the typed [`Reply`], or `{"error": "…"}`), then the connection closes.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::reply::Reply;
+use crate::service::Request;
 use anyhow::{Context, Result, anyhow};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::service::Request;
-
+/// What a daemon answers.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Reply {
-    Ok(Value),
+pub enum Answer {
+    Ok(Box<Reply>),
     Error(String),
 }
 
@@ -28,7 +28,7 @@ pub fn connect(socket: &Path) -> Option<UnixStream> {
 }
 
 /// Sends a request and waits for the reply.
-pub fn call(mut stream: UnixStream, request: &Request) -> Result<Value> {
+pub fn call(mut stream: UnixStream, request: &Request) -> Result<Reply> {
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream.write_all(&line).context("sending to the daemon")?;
@@ -41,8 +41,8 @@ pub fn call(mut stream: UnixStream, request: &Request) -> Result<Value> {
         return Err(anyhow!("the daemon closed the connection without replying"));
     }
     match serde_json::from_str(&reply).context("decoding the daemon's reply")? {
-        Reply::Ok(value) => Ok(value),
-        Reply::Error(message) => Err(anyhow!(message)),
+        Answer::Ok(reply) => Ok(*reply),
+        Answer::Error(message) => Err(anyhow!(message)),
     }
 }
 
@@ -54,8 +54,8 @@ pub fn read_request(stream: &UnixStream) -> Result<Request> {
     serde_json::from_str(&line).context("decoding a request")
 }
 
-pub fn write_reply(mut stream: &UnixStream, reply: &Reply) -> Result<()> {
-    let mut line = serde_json::to_vec(reply)?;
+pub fn write_answer(mut stream: &UnixStream, answer: &Answer) -> Result<()> {
+    let mut line = serde_json::to_vec(answer)?;
     line.push(b'\n');
     stream.write_all(&line)?;
     Ok(())

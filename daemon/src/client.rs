@@ -1,15 +1,14 @@
 //! Running a request: through the store's daemon when one runs, else in this process (same
-//! `service::execute` either way).
+//! `service::execute` either way), and starting a daemon.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use serde_json::Value;
-
-use crate::daemon::paths::DaemonPaths;
-use crate::daemon::protocol;
+use crate::paths::DaemonPaths;
+use crate::protocol;
+use crate::reply::{FromReply, Reply};
 use crate::service::{self, Request};
+use anyhow::{Context, Result, bail};
 
 /// Whether a daemon serves the store (and a connection to it).
 pub fn daemon(store: &Path) -> Option<std::os::unix::net::UnixStream> {
@@ -18,11 +17,16 @@ pub fn daemon(store: &Path) -> Option<std::os::unix::net::UnixStream> {
 }
 
 /// Runs `request` against the store at `store`.
-pub fn call(store: &Path, request: Request) -> Result<Value> {
+pub fn call(store: &Path, request: Request) -> Result<Reply> {
     match daemon(store) {
         Some(stream) => protocol::call(stream, &request),
         None => service::call_local(store, request),
     }
+}
+
+/// Runs `request` against the store at `store`; the report of the kind it answers.
+pub fn call_for<T: FromReply>(store: &Path, request: Request) -> Result<T> {
+    call(store, request)?.report()
 }
 
 /// Whether process `pid` still runs or holds its files: a zombie whose threads are all gone
@@ -39,7 +43,8 @@ pub fn running(pid: u64) -> bool {
 }
 
 /// Starts a background daemon for the store, with a block cache of `cache_size` (like "1G"),
-/// and waits until it listens.
+/// and waits until it listens. The daemon is this executable run as `tessera daemon run`:
+/// callers are the `tessera` binary.
 pub fn start_daemon(store: &Path, cache_size: &str) -> Result<std::os::unix::net::UnixStream> {
     start_daemon_with(store, cache_size, &[])
 }
@@ -83,7 +88,7 @@ pub fn start_daemon_with(
         .args(["daemon", "run", "--cache-size", cache_size])
         .args(extra)
         // Set here, so the daemon need not re-execute itself for it (see `daemon::malloc`).
-        .env(crate::daemon::malloc::VAR, crate::daemon::malloc::THRESHOLD)
+        .env(crate::malloc::VAR, crate::malloc::THRESHOLD)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

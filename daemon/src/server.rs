@@ -4,10 +4,6 @@
 //! SIGTERM, SIGINT and `tessera daemon stop` flush and unmount everything. Unless started with
 //! `--persist`, it exits once its last mount is gone (or if it never gets one).
 
-pub mod malloc;
-pub mod paths;
-pub mod protocol;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -17,13 +13,15 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde_json::{Value, json};
 use tessera::{ErrorKind, Store};
 use tessera_fusefs::{Mount, MountConfig};
 
+use crate::paths::DaemonPaths;
+use crate::protocol::{self, Answer};
+use crate::reply::{
+    self, CacheStatus, DaemonStatus, MountStatus, RemoteStatus, Reply, Stopping, Unmounted,
+};
 use crate::service::{self, Request};
-use paths::DaemonPaths;
-use protocol::Reply;
 
 /// How a daemon runs.
 pub struct DaemonOptions {
@@ -75,7 +73,7 @@ impl Daemon {
         self.stop.1.notify_all();
     }
 
-    fn mount(&self, request: MountRequest) -> Result<Value> {
+    fn mount(&self, request: MountRequest) -> Result<reply::Mounted> {
         let MountRequest {
             container,
             mountpoint,
@@ -115,10 +113,13 @@ impl Daemon {
             },
         );
         self.had_mount.store(true, Ordering::SeqCst);
-        Ok(json!({ "container": container, "mountpoint": mountpoint }))
+        Ok(reply::Mounted {
+            container,
+            mountpoint,
+        })
     }
 
-    fn umount(&self, mountpoint: &Path) -> Result<Value> {
+    fn umount(&self, mountpoint: &Path) -> Result<Unmounted> {
         // Held throughout: the mount is listed until it is really gone (and the daemon does
         // not see itself idle, and exit, halfway).
         let mut mounts = self.mounts.lock().unwrap();
@@ -159,84 +160,89 @@ impl Daemon {
         if exiting {
             self.stop.1.notify_all();
         }
-        Ok(json!({
-            "container": container,
-            "mountpoint": mountpoint,
-            "exiting": exiting.then(std::process::id),
-        }))
+        Ok(Unmounted {
+            container,
+            mountpoint: mountpoint.to_path_buf(),
+            exiting: exiting.then(std::process::id),
+        })
     }
 
-    fn status(&self) -> Value {
-        let mounts: Vec<Value> = self
+    fn status(&self) -> DaemonStatus {
+        let mounts = self
             .mounts
             .lock()
             .unwrap()
             .iter()
-            .map(|(path, m)| {
-                json!({
-                    "container": m.container,
-                    "mountpoint": path,
-                    "share_memory": m.share_memory,
-                    "write_through": m.write_through,
-                })
+            .map(|(path, m)| MountStatus {
+                container: m.container.clone(),
+                mountpoint: path.clone(),
+                share_memory: m.share_memory,
+                write_through: m.write_through,
             })
             .collect();
-        let cache = self
-            .store
-            .block_cache_figures()
-            .map(|(bytes, hits, misses)| json!({ "bytes": bytes, "hits": hits, "misses": misses }));
-        json!({
-            "pid": std::process::id(),
-            "store": self.store_path,
-            "mounts": mounts,
-            "dirty_bytes": self.store.dirty_bytes(),
-            "block_cache": cache,
-            "reclaim": self.store.reclaim_status(),
-            "intent_log_fsyncs": self.store.intent_log_fsyncs(),
-            "metadata_commits": self.store.commit_count(),
-            "remote": self.store.remote_figures().map(|(f, local)| json!({
-                "requests": f.requests,
-                "bytes_fetched": f.bytes_fetched,
-                "blocks_fetched": f.blocks_fetched,
-                "bytes_sent": f.bytes_sent,
-                "local_pack_bytes": local,
-                "cache_limit": self.store.cache_limit(),
-            })),
-        })
+        DaemonStatus {
+            pid: std::process::id(),
+            store: self.store_path.clone(),
+            mounts,
+            dirty_bytes: self.store.dirty_bytes(),
+            block_cache: self
+                .store
+                .block_cache_figures()
+                .map(|(bytes, hits, misses)| CacheStatus {
+                    bytes: bytes as u64,
+                    hits,
+                    misses,
+                }),
+            reclaim: self.store.reclaim_status(),
+            intent_log_fsyncs: self.store.intent_log_fsyncs(),
+            metadata_commits: self.store.commit_count(),
+            remote: self.store.remote_figures().map(|(f, local)| RemoteStatus {
+                requests: f.requests,
+                bytes_fetched: f.bytes_fetched,
+                blocks_fetched: f.blocks_fetched,
+                bytes_sent: f.bytes_sent,
+                local_pack_bytes: local,
+                cache_limit: self.store.cache_limit(),
+            }),
+        }
     }
 
     fn handle(&self, stream: UnixStream) {
-        let reply = match protocol::read_request(&stream) {
-            Err(e) => Reply::Error(format!("bad request: {e}")),
+        let answer = match protocol::read_request(&stream) {
+            Err(e) => Answer::Error(format!("bad request: {e}")),
             Ok(request) => match self.execute(request) {
-                Ok(value) => Reply::Ok(value),
-                Err(e) => Reply::Error(crate::output::error_line(&e)),
+                Ok(reply) => Answer::Ok(Box::new(reply)),
+                Err(e) => Answer::Error(crate::error_line(&e)),
             },
         };
-        if let Err(e) = protocol::write_reply(&stream, &reply) {
+        if let Err(e) = protocol::write_answer(&stream, &answer) {
             tracing::warn!("replying to a client: {e}");
         }
         self.active.fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn execute(&self, request: Request) -> Result<Value> {
+    fn execute(&self, request: Request) -> Result<Reply> {
         match request {
             Request::Mount {
                 container,
                 mountpoint,
                 share_memory,
                 write_through,
-            } => self.mount(MountRequest {
-                container,
-                mountpoint,
-                share_memory,
-                write_through,
-            }),
-            Request::Umount { mountpoint } => self.umount(&mountpoint),
-            Request::Status => Ok(self.status()),
+            } => self
+                .mount(MountRequest {
+                    container,
+                    mountpoint,
+                    share_memory,
+                    write_through,
+                })
+                .map(Reply::Mounted),
+            Request::Umount { mountpoint } => self.umount(&mountpoint).map(Reply::Unmounted),
+            Request::Status => Ok(Reply::Status(self.status())),
             Request::Stop => {
                 self.request_stop();
-                Ok(json!({ "stopping": std::process::id() }))
+                Ok(Reply::Stopping(Stopping {
+                    stopping: std::process::id(),
+                }))
             }
             other => service::execute(&self.store, other),
         }
