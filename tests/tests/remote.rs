@@ -105,6 +105,7 @@ fn two_hosts_share_one_bucket() {
     a_lazy_pull_prefetches_the_paths_it_names(&server, &url);
     remote_cache::a_cache_limit_drops_the_least_recently_used(&server, &url);
     remote_gc::gc_deletes_exactly_the_unreferenced_packs(&server);
+    remote_gc::a_lazy_stores_hold_keeps_its_packs(&server);
 }
 
 /// Host C pulls B's image lazily: metadata only; each block crosses the network on its first

@@ -98,6 +98,18 @@ pub(crate) fn record_cache_limit(io: &Io, layout: &StoreLayout, limit: Option<u6
     )
 }
 
+/// The id of this store's hold on the remote it is backed by (`transfer::hold`), made and
+/// recorded (`STORE/remote/hold`) the first time.
+pub(crate) fn hold_id(io: &Io, layout: &StoreLayout) -> Result<String> {
+    let path = layout.remotes_dir().join("hold");
+    if let Some(id) = read_small(io, &path)? {
+        return Ok(id.trim().to_string());
+    }
+    let id = crate::transfer::hold::new_id(layout.root());
+    write_small(io, layout, "hold", &format!("{id}\n"))?;
+    Ok(id)
+}
+
 fn read_small(io: &Io, path: &std::path::Path) -> Result<Option<String>> {
     if !io.exists(path) {
         return Ok(None);

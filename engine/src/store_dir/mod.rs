@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 
-pub(crate) use backing::{backing_url, record_backing, record_cache_limit};
+pub(crate) use backing::{backing_url, hold_id, record_backing, record_cache_limit};
 pub(crate) use lifecycle::freeze_layer;
 pub use lifecycle::{ContainerInfo, ImageInfo, check_object_name};
 pub use options::{StoreOptions, parse_size};

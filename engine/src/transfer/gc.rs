@@ -1,10 +1,11 @@
 //! `gc --remote`: deletes the packs of a remote that no image's manifest references
 //! (docs/design.md §8, "Garbage collection on a remote").
 //!
-//! Under a gc lease, and only when no live push lease is listed (`lease.rs`): every manifest is
-//! read (the packs they reference stay), then the packs' directory is listed once; a pack no
-//! manifest references and whose objects are older than the grace period (by the server's
-//! clock) is deleted, its index first (a pack without an index is invisible to `refresh`; an
+//! Under a gc lease, and only when no live push or lazy-pull lease is listed (`lease.rs`):
+//! every manifest is read (the packs they reference stay), then every hold (`hold.rs`: the
+//! packs stores backed by the remote rely on stay too), then the packs' directory is listed
+//! once; a pack nothing references and whose objects are older than the grace period (by the
+//! server's clock) is deleted, its index first (a pack without an index is invisible to `refresh`; an
 //! index without its pack would let a push rely on blocks that are gone). The grace protects
 //! the packs of pushes that take no lease (older builds) and of pushes that stopped before
 //! their manifest and will be resumed.
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::hold::{HoldInfo, read_holds, release_hold};
 use super::lease::{Lease, LeaseKind};
 use super::{read_manifest, remote_images};
 use crate::error::{Error, Result};
@@ -29,6 +31,8 @@ pub struct RemoteGcOptions {
     pub dry_run: bool,
     /// Unreferenced packs younger than this stay.
     pub grace: Duration,
+    /// Holds to drop first (of stores gone for good), by id.
+    pub release_holds: Vec<String>,
 }
 
 impl Default for RemoteGcOptions {
@@ -36,6 +40,7 @@ impl Default for RemoteGcOptions {
         RemoteGcOptions {
             dry_run: false,
             grace: DEFAULT_GRACE,
+            release_holds: Vec::new(),
         }
     }
 }
@@ -50,6 +55,12 @@ pub struct RemoteGcReport {
     /// Packs on the remote (a pack or an index object of that name), and those referenced.
     pub packs: usize,
     pub referenced_packs: usize,
+    /// The holds of stores backed by the remote (after the releases asked for), and the packs
+    /// kept only because a hold names them.
+    pub holds: Vec<HoldInfo>,
+    pub held_packs: usize,
+    /// Holds released (or that would be, with `dry_run`).
+    pub released_holds: Vec<String>,
     /// Unreferenced packs kept because they are younger than the grace period.
     pub young_packs: usize,
     pub young_bytes: u64,
@@ -104,10 +115,11 @@ pub fn gc_remote(remote: &Remote, options: &RemoteGcOptions) -> Result<RemoteGcR
     } else {
         let lease = Lease::take(remote, LeaseKind::Gc)?;
         let leases = lease.others()?;
-        let pushes = leases.live_of(LeaseKind::Push);
+        let pushes = leases.live_of(LeaseKind::Push) + leases.live_of(LeaseKind::Pull);
         if pushes > 0 {
             return Err(Error::Busy(format!(
-                "{pushes} push(es) to {} under way: nothing deleted; run gc again later",
+                "{pushes} push(es) or lazy pull(s) of {} under way: nothing deleted; run gc \
+                 again later",
                 remote.url()
             )));
         }
@@ -129,6 +141,29 @@ pub fn gc_remote(remote: &Remote, options: &RemoteGcOptions) -> Result<RemoteGcR
         report.images += 1;
         referenced.extend(manifest.packs);
     }
+    for id in &options.release_holds {
+        if !options.dry_run {
+            release_hold(remote, id)?;
+        }
+        report.released_holds.push(id.clone());
+    }
+    let mut held = HashSet::new();
+    for (hold, written_ms) in read_holds(remote)? {
+        if options.release_holds.contains(&hold.store) {
+            continue;
+        }
+        report.holds.push(HoldInfo {
+            store: hold.store,
+            host: hold.host,
+            packs: hold.packs.len(),
+            written_ms,
+        });
+        held.extend(
+            hold.packs
+                .into_iter()
+                .filter(|pack| !referenced.contains(pack)),
+        );
+    }
 
     let mut found: BTreeMap<PackName, Found> = BTreeMap::new();
     for object in remote.list_detailed(&bucket::packs_dir())? {
@@ -148,6 +183,8 @@ pub fn gc_remote(remote: &Remote, options: &RemoteGcOptions) -> Result<RemoteGcR
     for (name, objects) in &found {
         if referenced.contains(&name.0) {
             report.referenced_packs += 1;
+        } else if held.contains(&name.0) {
+            report.held_packs += 1;
         } else if now_ms - objects.modified_ms() < grace_ms {
             report.young_packs += 1;
             report.young_bytes += objects.bytes();

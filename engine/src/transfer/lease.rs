@@ -25,6 +25,8 @@ const POLL: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseKind {
     Push,
+    /// A lazy pull, until its hold is written (`hold.rs`): a gc keeps off as for a push.
+    Pull,
     Gc,
 }
 
@@ -32,6 +34,7 @@ impl LeaseKind {
     fn prefix(self) -> &'static str {
         match self {
             LeaseKind::Push => "push-",
+            LeaseKind::Pull => "pull-",
             LeaseKind::Gc => "gc-",
         }
     }

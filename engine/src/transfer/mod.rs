@@ -1,9 +1,11 @@
 //! Moving images between a store and a remote: `push` publishes a local image (blocks the
 //! remote lacks, then its manifest), `pull` makes a remote image usable locally, `gc_remote`
-//! deletes the packs no image references (pushes and gcs keep apart by leases, `lease.rs`).
+//! deletes the packs no image references and no hold of a store backed by the remote names
+//! (`hold.rs`; pushes, lazy pulls and gcs keep apart by leases, `lease.rs`).
 //! The manifest format is `manifest.rs`; the blocks go through `store::remote::RemotePacks`.
 
 mod gc;
+pub mod hold;
 pub mod lease;
 pub mod manifest;
 mod prefetch;

@@ -7,6 +7,8 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
+use super::hold::write_hold;
+use super::lease::{Lease, LeaseKind};
 use super::manifest::{Manifest, from_hex};
 use crate::error::{Error, Result};
 use crate::format::node;
@@ -15,7 +17,7 @@ use crate::ids::{BlockId, LayerId, NodeId, PageId};
 use crate::meta::Table;
 use crate::meta::records::{NEXT_NODE, Records};
 use crate::store::remote::{PackName, Remote, RemotePacks, bucket};
-use crate::store_dir::{Store, backing_url, check_object_name, record_backing};
+use crate::store_dir::{Store, backing_url, check_object_name, hold_id, record_backing};
 use crate::tree::block_map::{self, block_count};
 use crate::tree::node::Content;
 use crate::tree::pages::MetaPages;
@@ -37,6 +39,11 @@ pub struct PullReport {
     /// What `--prefetch` read, when paths were named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefetched: Option<super::PrefetchReport>,
+    /// A lazy pull: the id of the store's hold on the remote (`hold.rs`), which keeps
+    /// `gc --remote` off the packs it relies on; `None` when it could not be written (the
+    /// credentials may read only): then a gc may delete them once their image is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
 }
 
 /// Reads the manifest of a remote image.
@@ -101,10 +108,42 @@ impl Store {
             )
         })?;
         let url = packs.remote().url();
+        // The store will read the image's packs for as long as it holds the image: a lease
+        // keeps gcs off until its hold names them (a gc under way is waited for first).
+        let lease = match Lease::take(packs.remote(), LeaseKind::Pull) {
+            Ok(mut lease) => {
+                lease.wait_for_gc()?;
+                Some(lease)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "no hold on {url} ({e}): gc --remote may delete the packs this store \
+                     relies on once their image is removed from the remote"
+                );
+                None
+            }
+        };
         if backing_url(&self.inner.io, &self.inner.layout)?.as_ref() != Some(url) {
             record_backing(&self.inner.io, &self.inner.layout, url)?;
         }
-        self.pull_with(packs, name, local, false)
+        let mut report = self.pull_with(packs, name, local, false)?;
+        if let Some(lease) = lease {
+            let held = lease.check_fresh().and_then(|()| {
+                let id = hold_id(&self.inner.io, &self.inner.layout)?;
+                write_hold(packs.remote(), &id, &packs.attached_packs())?;
+                Ok(id)
+            });
+            match held {
+                Ok(id) => report.hold = Some(id),
+                Err(e) => {
+                    // All or nothing, like the rest of a pull.
+                    self.remove_image(local).ok();
+                    return Err(e);
+                }
+            }
+            lease.release();
+        }
+        Ok(report)
     }
 
     fn pull_with(
@@ -157,6 +196,7 @@ impl Store {
             fetched_blocks,
             bytes_fetched: packs.remote().figures().bytes_fetched - fetched_before,
             prefetched: None,
+            hold: None,
         })
     }
 

@@ -2,7 +2,7 @@
 //! the packs no image references go, index and pack, and only once older than the grace; the
 //! images left pull whole; a dry run and a gc that finds a push under way delete nothing; a
 //! push waits for a gc under way; a host that had attached a deleted pack uploads its blocks
-//! again instead of relying on it.
+//! again instead of relying on it; a store backed by the remote holds the packs it reads.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -154,4 +154,62 @@ fn a_push_waits_for_a_gc_under_way(a: &Cli, remote: &Remote, url: &str) {
         push.join().unwrap();
     });
     assert!(remote.exists(&bucket::image_key("late")).unwrap());
+}
+
+/// A store backed by the remote (a lazy pull) holds the packs it reads: a gc after the image
+/// was removed from the remote keeps them and lists the hold, the store still reads every
+/// byte, and once the hold is released a gc deletes them.
+pub fn a_lazy_stores_hold_keeps_its_packs(server: &S3Server) {
+    let url = server.fresh_url("hold");
+    let remote = Remote::connect_with(&url.parse().unwrap(), server.vars.clone()).unwrap();
+    let a = with_remote(Cli::bare(), server);
+    let src = a.path("held-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data.bin"), bytes(9, 300_000)).unwrap();
+    a.ok(&["import", src.to_str().unwrap(), "--name", "held"]);
+    a.ok(&["push", "held", &url]);
+    let packs: BTreeSet<String> = read_manifest(&remote, "held")
+        .unwrap()
+        .packs
+        .into_iter()
+        .collect();
+
+    let h = with_remote(Cli::bare(), server);
+    let pulled = h.json(&["pull", &url, "held", "--lazy", "--json"]);
+    let id = pulled["hold"].as_str().expect("a hold id").to_string();
+    assert!(remote.exists(&bucket::hold_key(&id)).unwrap());
+    assert!(remote.list(&bucket::leases_dir()).unwrap().is_empty());
+
+    // The image goes from the remote; its packs stay, held, and the store reads them.
+    a.ok(&["rmi", "--remote", &url, "held"]);
+    let r = a.json(&["gc", "--remote", &url, "--grace", "0", "--json"]);
+    assert_eq!(u(&r, "/deleted_packs"), 0, "{r}");
+    assert_eq!(u(&r, "/held_packs"), packs.len() as u64, "{r}");
+    assert_eq!(r["holds"][0]["store"], id.as_str(), "{r}");
+    assert!(a.ok(&["gc", "--remote", &url]).contains(&id));
+    assert_eq!(h.export("held")["data.bin"], bytes(9, 300_000));
+
+    // Bad ids are refused and change nothing.
+    a.fails(
+        &["gc", "--remote", &url, "--release-hold", "../x"],
+        "not a hold id",
+    );
+    a.fails(
+        &["gc", "--remote", &url, "--release-hold", "0123456789abcdef"],
+        "not found",
+    );
+    // Released (the store is gone for good): the packs go.
+    let r = a.json(&[
+        "gc",
+        "--remote",
+        &url,
+        "--grace",
+        "0",
+        "--release-hold",
+        &id,
+        "--json",
+    ]);
+    assert_eq!(names(&r["released_holds"]), BTreeSet::from([id.clone()]));
+    assert_eq!(names(&r["deleted"]), packs, "{r}");
+    assert!(!remote.exists(&bucket::hold_key(&id)).unwrap());
 }

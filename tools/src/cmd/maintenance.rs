@@ -31,6 +31,10 @@ pub struct GcArgs {
     /// With --remote: unreferenced packs younger than this stay (like 90s, 30m, 1h, 2d; 0).
     #[arg(long, value_name = "DURATION", requires = "remote", value_parser = parse_duration)]
     grace: Option<Duration>,
+    /// With --remote: drop the hold of a store backed by the remote that is gone for good
+    /// (its id, as gc --remote lists the holds), so the packs only it relied on can go.
+    #[arg(long, value_name = "ID", requires = "remote")]
+    release_hold: Vec<String>,
     /// Rewrite packs whose live bytes are below this percentage of their blocks (100: every
     /// pack holding any garbage). Garbage in packs above it stays, counted as reclaimable.
     #[arg(long, value_name = "PERCENT", default_value_t = 50, conflicts_with = "remote",
@@ -107,6 +111,7 @@ fn run_remote_gc(url: &str, args: &GcArgs) -> Result<()> {
     let options = RemoteGcOptions {
         dry_run: args.dry_run,
         grace: args.grace.unwrap_or(DEFAULT_GRACE),
+        release_holds: args.release_hold.clone(),
     };
     let spinner = output::Spinner::start("collecting the remote's garbage");
     let report = gc_remote(&remote, &options);
@@ -124,6 +129,27 @@ fn run_remote_gc(url: &str, args: &GcArgs) -> Result<()> {
         r.grace_seconds,
         size(r.young_bytes)
     );
+    for id in &r.released_holds {
+        let verb = if r.dry_run {
+            "would release"
+        } else {
+            "released"
+        };
+        println!("{verb} hold {id}");
+    }
+    if !r.holds.is_empty() {
+        println!(
+            "{} more pack(s) kept: {} store(s) backed by the remote hold them",
+            r.held_packs,
+            r.holds.len()
+        );
+        let rows: Vec<Vec<String>> = r
+            .holds
+            .iter()
+            .map(|h| vec![h.store.clone(), h.host.clone(), h.packs.to_string()])
+            .collect();
+        output::table(&["HOLD", "HOST", "PACKS"], &rows);
+    }
     let verb = if r.dry_run { "would delete" } else { "deleted" };
     println!(
         "{verb} {} unreferenced pack(s), {} ({:.2} s)",

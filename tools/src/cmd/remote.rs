@@ -140,5 +140,15 @@ pub fn run_pull(store: &Path, args: PullArgs) -> Result<()> {
             output::size(p.bytes_fetched)
         );
     }
+    match (&r.hold, args.lazy) {
+        (Some(id), _) => println!(
+            "the store holds the packs it reads on the remote (hold {id}: gc --remote keeps them)"
+        ),
+        (None, true) => println!(
+            "warning: no hold written (read-only credentials?): gc --remote may delete the \
+             packs this store reads once their image is removed from the remote"
+        ),
+        (None, false) => {}
+    }
     Ok(())
 }

@@ -6,7 +6,9 @@
 //! PREFIX/tessera/v1/packs/HASH.pack   a sealed pack (format/pack.rs), never rewritten
 //! PREFIX/tessera/v1/packs/HASH.idx    its index (format/pack_index.rs); written after the pack
 //! PREFIX/tessera/v1/images/NAME       one manifest per image, written last
-//! PREFIX/tessera/v1/leases/KIND-ID    a push or a gc under way (transfer/lease.rs)
+//! PREFIX/tessera/v1/leases/KIND-ID    a push, a lazy pull or a gc under way (transfer/lease.rs)
+//! PREFIX/tessera/v1/holds/ID          the packs a store backed by the remote relies on
+//!                                     (transfer/hold.rs)
 //! ```
 //! HASH is the blake3 of the pack object's bytes: two hosts that upload packs at once never
 //! pick the same name for different bytes, and a name always means the same bytes.
@@ -50,6 +52,15 @@ pub fn leases_dir() -> String {
 
 pub fn lease_key(name: &str) -> String {
     format!("{}/{name}", leases_dir())
+}
+
+/// Holds of the stores backed by the remote (`transfer/hold.rs`).
+pub fn holds_dir() -> String {
+    format!("tessera/v{LAYOUT_VERSION}/holds")
+}
+
+pub fn hold_key(id: &str) -> String {
+    format!("{}/{id}", holds_dir())
 }
 
 /// The text of the format object.
