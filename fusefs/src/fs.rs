@@ -327,6 +327,9 @@ impl fuser::Filesystem for TesseraFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if !self.config.test_write_delay.is_zero() {
+            std::thread::sleep(self.config.test_write_delay);
+        }
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
             && let Err(e) = self.volume.setattr(node(ino), &set_id::kill(req))
         {

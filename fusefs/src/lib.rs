@@ -44,6 +44,10 @@ pub struct MountConfig {
     pub threads: usize,
     /// Shown as the source in /proc/mounts.
     pub fsname: String,
+    /// Tests only: each WRITE request waits this long before the volume takes it (a slow
+    /// daemon, to show what waits for the kernel's write-back and what does not).
+    #[doc(hidden)]
+    pub test_write_delay: std::time::Duration,
 }
 
 impl Default for MountConfig {
@@ -54,6 +58,7 @@ impl Default for MountConfig {
             allow_other: rustix::process::geteuid().is_root(),
             threads: std::thread::available_parallelism().map_or(4, |n| n.get().max(4)),
             fsname: "tessera".into(),
+            test_write_delay: std::time::Duration::ZERO,
         }
     }
 }

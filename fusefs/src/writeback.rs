@@ -8,13 +8,11 @@
 //!   the volume's [`KernelCache`] hook, and before SEEK_DATA/SEEK_HOLE is answered (the kernel
 //!   asks without writing back first: a daemon answering from what it has would call fresh
 //!   data a hole, and `cp` would copy zeros), the push must also *wait* until the volume has
-//!   the writes. syncfs does not wait for FUSE pages (`wait_sb_inodes` skips mappings without
-//!   data integrity, as FUSE's are, since the 6.16 write-back rework). A seek therefore
-//!   invalidates the file's cached pages (FUSE_NOTIFY_INVAL_INODE): the kernel writes each
-//!   dirty page back and waits for the reply before it drops it. Whole-container readers get
-//!   the syncfs only, which starts the write-back of all that was dirty but does not wait for
-//!   it (a known gap; invalidating every open file there would chase a writer that keeps
-//!   appending).
+//!   the writes. A syncfs of the mount does (design.md §5: measured with a slowed daemon;
+//!   `sync(2)` does not wait for FUSE mounts, syncfs of one does). Whole-container readers
+//!   get that syncfs; a seek invalidates the one file's cached pages instead
+//!   (FUSE_NOTIFY_INVAL_INODE: the kernel writes each dirty page back and waits for the reply
+//!   before it drops it), which costs no process.
 
 use std::fs::File;
 use std::io;
@@ -43,10 +41,10 @@ struct Pusher {
 }
 
 impl Pusher {
-    /// Starts the write-back of everything the kernel holds dirty for the mount: a syncfs of
-    /// its root, opened anew each time (a descriptor held open would make unmounting fail
-    /// with EBUSY). Does not wait for the volume to have it.
-    fn start(&self) -> io::Result<()> {
+    /// Writes back everything the kernel holds dirty for the mount: a syncfs of its root,
+    /// opened anew each time (a descriptor held open would make unmounting fail with EBUSY),
+    /// which returns once the volume has it.
+    fn push(&self) -> io::Result<()> {
         let root = File::open(&self.mountpoint)?;
         if root.metadata()?.dev() != self.dev {
             return Ok(());
@@ -64,14 +62,6 @@ impl Pusher {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             other => other,
         }
-    }
-
-    /// Everything the kernel holds dirty for the mount, sent to the volume. Known gap: syncfs
-    /// does not wait for FUSE pages, so a write still in flight when it returns can miss the
-    /// commit or export that asked (invalidating, as a seek does, never ends while another
-    /// thread keeps appending to the file; see issue 9's note).
-    fn push_all(&self) -> io::Result<()> {
-        self.start()
     }
 }
 
@@ -150,7 +140,7 @@ impl Writeback {
                             }
                             answer_seek(&thread_volume, node, offset, target, reply);
                         }
-                        Err(RecvTimeoutError::Timeout) => match thread_pusher.start() {
+                        Err(RecvTimeoutError::Timeout) => match thread_pusher.push() {
                             Err(e) if !failing => {
                                 failing = true;
                                 tracing::warn!(
@@ -166,7 +156,7 @@ impl Writeback {
                 }
             })?;
         // The hook is handed the view it pushes to; the mount's pusher knows it already.
-        let hook: KernelCache = Arc::new(move |_: &Volume| pusher.push_all());
+        let hook: KernelCache = Arc::new(move |_: &Volume| pusher.push());
         volume.set_kernel_cache(Some(hook));
         *self.jobs.lock().unwrap() = Some(tx);
         *self.thread.lock().unwrap() = Some(thread);

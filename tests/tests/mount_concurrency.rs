@@ -105,10 +105,11 @@ fn commits_during_concurrent_writes_are_atomic() {
         return;
     }
     let t = image_store(BS as u32, |src| fs::write(src.join("log"), b"").unwrap());
-    // Write-through: under the kernel's writeback cache a commit can miss a page the kernel is
-    // still sending — syncfs does not wait for FUSE pages, the known gap of docs/design.md §5
-    // (seen once in CI: an image with a zero block inside what was written). This test is
-    // about the daemon's commit, which takes whole writes, a prefix of them.
+    // Write-through: under the kernel's writeback cache a commit holds every write completed
+    // before it, but pages written meanwhile reach the daemon in the kernel's order, not the
+    // writer's, so it can hold a later page and miss an earlier one (seen once in CI: a zero
+    // block inside what was written; docs/design.md §5). This test is about the daemon's
+    // commit, which takes whole writes, a prefix of them.
     let through = MountConfig {
         writeback_cache: false,
         ..MountConfig::default()
