@@ -23,6 +23,19 @@ running() {
   [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
 }
 
+# containerd alone, by the PID it recorded: TERM, then KILL after 10 s.
+stop_containerd() {
+  local pid
+  pid=$(cat "$pidfile")
+  kill -TERM "$pid"
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  rm -f "$pidfile"
+}
+
 case "$action" in
 start)
   missing=()
@@ -76,7 +89,6 @@ stop)
     echo "containerd is not running"
     exit 0
   fi
-  pid=$(cat "$pidfile")
   # Tasks still running (a failed test's containers): killed and deleted through containerd,
   # so their shims exit.
   ctr=(ctr -a "$dir/containerd.sock")
@@ -86,28 +98,13 @@ stop)
       "${ctr[@]}" -n "$ns" tasks delete -f "$task" >/dev/null 2>&1 || true
     done
   done
-  kill -TERM "$pid"
-  for _ in $(seq 1 100); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-  rm -f "$pidfile"
+  stop_containerd
   echo "containerd stopped"
   ;;
 restart)
   # containerd alone (by its PID), as an upgrade would: the shims and the tasks they run stay
   # up, and the new containerd finds them.
-  if running; then
-    pid=$(cat "$pidfile")
-    kill -TERM "$pid"
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-    rm -f "$pidfile"
-  fi
+  running && stop_containerd
   exec "$0" start "$dir"
   ;;
 demo)

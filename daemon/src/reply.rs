@@ -111,59 +111,62 @@ pub struct DaemonStatus {
     pub remote: Option<RemoteStatus>,
 }
 
-/// The reply to a request, by kind.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "data", rename_all = "kebab-case")]
-pub enum Reply {
-    Import(ImportReport),
-    Images(Vec<ImageInfo>),
-    Containers(Vec<ContainerInfo>),
-    Created(Created),
-    Updated(Updated),
-    Committed(Committed),
-    Removed(Removed),
-    Export(ExportReport),
-    ExportOci(OciExportReport),
-    ExportLayer(ExportedLayer),
-    Diff(Vec<DiffEntry>),
-    Push(PushReport),
-    Pull(PullReport),
-    Stats(StatsReport),
-    Gc(GcReport),
-    Fsck(FsckReport),
-    Mounted(Mounted),
-    Unmounted(Unmounted),
-    Status(DaemonStatus),
-    Stopping(Stopping),
+/// Declares [`Reply`], one variant per kind (its name on the wire given once), with
+/// [`Reply::kind`] and the [`FromReply`] of each report type.
+macro_rules! replies {
+    ($($variant:ident($t:ty) = $kind:literal),* $(,)?) => {
+        /// The reply to a request, by kind.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(tag = "kind", content = "data")]
+        pub enum Reply {
+            $(#[serde(rename = $kind)] $variant($t),)*
+        }
+
+        impl Reply {
+            /// The reply's name, for messages.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Reply::$variant(_) => $kind,)*
+                }
+            }
+        }
+
+        $(impl FromReply for $t {
+            const KIND: &'static str = $kind;
+            fn from_reply(reply: Reply) -> Option<Self> {
+                match reply {
+                    Reply::$variant(report) => Some(report),
+                    _ => None,
+                }
+            }
+        })*
+    };
 }
 
-impl Reply {
-    /// The reply's name, for messages.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Reply::Import(_) => "import",
-            Reply::Images(_) => "images",
-            Reply::Containers(_) => "containers",
-            Reply::Created(_) => "created",
-            Reply::Updated(_) => "updated",
-            Reply::Committed(_) => "committed",
-            Reply::Removed(_) => "removed",
-            Reply::Export(_) => "export",
-            Reply::ExportOci(_) => "export-oci",
-            Reply::ExportLayer(_) => "export-layer",
-            Reply::Diff(_) => "diff",
-            Reply::Push(_) => "push",
-            Reply::Pull(_) => "pull",
-            Reply::Stats(_) => "stats",
-            Reply::Gc(_) => "gc",
-            Reply::Fsck(_) => "fsck",
-            Reply::Mounted(_) => "mounted",
-            Reply::Unmounted(_) => "unmounted",
-            Reply::Status(_) => "status",
-            Reply::Stopping(_) => "stopping",
-        }
-    }
+replies!(
+    Import(ImportReport) = "import",
+    Images(Vec<ImageInfo>) = "images",
+    Containers(Vec<ContainerInfo>) = "containers",
+    Created(Created) = "created",
+    Updated(Updated) = "updated",
+    Committed(Committed) = "committed",
+    Removed(Removed) = "removed",
+    Export(ExportReport) = "export",
+    ExportOci(OciExportReport) = "export-oci",
+    ExportLayer(ExportedLayer) = "export-layer",
+    Diff(Vec<DiffEntry>) = "diff",
+    Push(PushReport) = "push",
+    Pull(PullReport) = "pull",
+    Stats(StatsReport) = "stats",
+    Gc(GcReport) = "gc",
+    Fsck(FsckReport) = "fsck",
+    Mounted(Mounted) = "mounted",
+    Unmounted(Unmounted) = "unmounted",
+    Status(DaemonStatus) = "status",
+    Stopping(Stopping) = "stopping",
+);
 
+impl Reply {
     /// The report the caller expects; an error naming both when the reply is another kind.
     pub fn report<T: FromReply>(self) -> Result<T> {
         let kind = self.kind();
@@ -183,43 +186,6 @@ pub trait FromReply: Sized {
     const KIND: &'static str;
     fn from_reply(reply: Reply) -> Option<Self>;
 }
-
-macro_rules! from_reply {
-    ($($variant:ident($t:ty) = $kind:literal),* $(,)?) => {$(
-        impl FromReply for $t {
-            const KIND: &'static str = $kind;
-            fn from_reply(reply: Reply) -> Option<Self> {
-                match reply {
-                    Reply::$variant(report) => Some(report),
-                    _ => None,
-                }
-            }
-        }
-    )*};
-}
-
-from_reply!(
-    Import(ImportReport) = "import",
-    Images(Vec<ImageInfo>) = "images",
-    Containers(Vec<ContainerInfo>) = "containers",
-    Created(Created) = "created",
-    Updated(Updated) = "updated",
-    Committed(Committed) = "committed",
-    Export(ExportReport) = "export",
-    ExportOci(OciExportReport) = "export-oci",
-    ExportLayer(ExportedLayer) = "export-layer",
-    Diff(Vec<DiffEntry>) = "diff",
-    Push(PushReport) = "push",
-    Pull(PullReport) = "pull",
-    Stats(StatsReport) = "stats",
-    Gc(GcReport) = "gc",
-    Fsck(FsckReport) = "fsck",
-    Mounted(Mounted) = "mounted",
-    Unmounted(Unmounted) = "unmounted",
-    Removed(Removed) = "removed",
-    Status(DaemonStatus) = "status",
-    Stopping(Stopping) = "stopping",
-);
 
 #[cfg(test)]
 mod tests {

@@ -293,7 +293,10 @@ impl fuser::Filesystem for TesseraFs {
             return reply.error(errno(&e));
         }
         match self.volume.open(node(ino), truncate) {
-            Ok(fh) => reply.opened(FileHandle(fh.0), self.open_flags()),
+            Ok(fh) => {
+                self.writeback.opened(fh.0, node(ino), flags.0);
+                reply.opened(FileHandle(fh.0), self.open_flags())
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -369,6 +372,7 @@ impl fuser::Filesystem for TesseraFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.writeback.released(fh.0);
         reply_empty(self.volume.release(VolumeHandle(fh.0)), reply)
     }
 
@@ -503,7 +507,7 @@ impl fuser::Filesystem for TesseraFs {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
         let perm = (mode & 0o7777) as u16;
@@ -517,13 +521,16 @@ impl fuser::Filesystem for TesseraFs {
             )
             .and_then(|attr| Ok((self.volume.open(attr.node, false)?, attr)));
         match created {
-            Ok((fh, attr)) => reply.created(
-                &ENTRY_TTL,
-                &attr::file_attr(&attr),
-                GENERATION,
-                FileHandle(fh.0),
-                self.open_flags(),
-            ),
+            Ok((fh, attr)) => {
+                self.writeback.opened(fh.0, attr.node, flags);
+                reply.created(
+                    &ENTRY_TTL,
+                    &attr::file_attr(&attr),
+                    GENERATION,
+                    FileHandle(fh.0),
+                    self.open_flags(),
+                )
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -128,9 +128,8 @@ impl Mount {
     /// Starts the thread that pushes the kernel's cached writes (writable views only).
     fn start_writeback(&self) -> std::io::Result<()> {
         match &self.session {
-            Some(session) if self.volume.is_writable() => {
-                self.writeback
-                    .start(&self.volume, &self.mountpoint, session.notifier())
+            Some(_) if self.volume.is_writable() => {
+                self.writeback.start(&self.volume, &self.mountpoint)
             }
             _ => Ok(()),
         }

@@ -9,11 +9,11 @@
 //!   asks without writing back first: a daemon answering from what it has would call fresh
 //!   data a hole, and `cp` would copy zeros), the push must also *wait* until the volume has
 //!   the writes. A syncfs of the mount does (design.md §5: measured with a slowed daemon;
-//!   `sync(2)` does not wait for FUSE mounts, syncfs of one does). Whole-container readers
-//!   get that syncfs; a seek invalidates the one file's cached pages instead
-//!   (FUSE_NOTIFY_INVAL_INODE: the kernel writes each dirty page back and waits for the reply
-//!   before it drops it), which costs no process.
+//!   `sync(2)` does not wait for FUSE mounts, syncfs of one does), run in a child process so
+//!   that no thread of the daemon ever waits on write-back the daemon itself must serve. A
+//!   seek pushes only when its file is open for writing (`writers`).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use fuser::{Errno, INodeNo, Notifier, ReplyLseek};
+use fuser::{Errno, ReplyLseek};
 use tessera::{KernelCache, NodeId, SeekTarget, Volume};
 
 use crate::errno::errno;
@@ -37,7 +37,6 @@ struct Pusher {
     /// The mount's device: once it is unmounted, the path names the directory under it, whose
     /// file system is none of ours to sync.
     dev: u64,
-    notifier: Notifier,
 }
 
 impl Pusher {
@@ -51,17 +50,6 @@ impl Pusher {
         }
         drop(root);
         push_cached_writes(&self.mountpoint)
-    }
-
-    /// Writes back the kernel's dirty pages of `node` and waits until the volume has them: the
-    /// kernel's cached pages of it are invalidated, which writes each dirty one back and waits
-    /// for the reply (it drops the file's clean pages too: a seek is rare).
-    fn wait_for(&self, node: NodeId) -> io::Result<()> {
-        match self.notifier.inval_inode(INodeNo(node.0), 0, 0) {
-            // The kernel holds nothing of it.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            other => other,
-        }
     }
 }
 
@@ -102,6 +90,10 @@ enum Job {
 pub(crate) struct Writeback {
     jobs: Mutex<Option<Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The open handles that may write (by handle: their node). Only a file open for writing
+    /// can have pages the kernel holds dirty (a writable shared mapping needs such a handle,
+    /// and closing one writes its pages back), so a seek on any other file needs no push.
+    writers: Mutex<HashMap<u64, NodeId>>,
 }
 
 impl Writeback {
@@ -110,15 +102,26 @@ impl Writeback {
         Arc::new(Writeback {
             jobs: Mutex::new(None),
             thread: Mutex::new(None),
+            writers: Mutex::new(HashMap::new()),
         })
     }
 
+    /// A handle was opened with `flags` (open(2)'s).
+    pub fn opened(&self, fh: u64, node: NodeId, flags: i32) {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            self.writers.lock().unwrap().insert(fh, node);
+        }
+    }
+
+    pub fn released(&self, fh: u64) {
+        self.writers.lock().unwrap().remove(&fh);
+    }
+
     /// Starts the thread for the mount at `mountpoint` and registers the volume's hook.
-    pub fn start(&self, volume: &Volume, mountpoint: &Path, notifier: Notifier) -> io::Result<()> {
+    pub fn start(&self, volume: &Volume, mountpoint: &Path) -> io::Result<()> {
         let pusher = Arc::new(Pusher {
             mountpoint: mountpoint.to_path_buf(),
             dev: std::fs::metadata(mountpoint)?.dev(),
-            notifier,
         });
         let (tx, rx) = mpsc::channel();
         let (thread_volume, thread_pusher) = (volume.clone(), pusher.clone());
@@ -135,7 +138,7 @@ impl Writeback {
                             target,
                             reply,
                         }) => {
-                            if let Err(e) = thread_pusher.wait_for(node) {
+                            if let Err(e) = thread_pusher.push() {
                                 tracing::warn!("pushing cached writes before a seek: {e}");
                             }
                             answer_seek(&thread_volume, node, offset, target, reply);
@@ -163,8 +166,8 @@ impl Writeback {
         Ok(())
     }
 
-    /// Answers a SEEK_DATA/SEEK_HOLE after pushing the kernel's writes (on the thread), or at
-    /// once when no thread runs.
+    /// Answers a SEEK_DATA/SEEK_HOLE after pushing the kernel's writes (on the thread) when
+    /// the file is open for writing, else at once.
     pub fn seek(
         &self,
         volume: &Volume,
@@ -179,7 +182,8 @@ impl Writeback {
             target,
             reply,
         };
-        let job = match self.jobs.lock().unwrap().as_ref() {
+        let written = self.writers.lock().unwrap().values().any(|n| *n == node);
+        let job = match self.jobs.lock().unwrap().as_ref().filter(|_| written) {
             Some(jobs) => match jobs.send(job) {
                 Ok(()) => return,
                 Err(mpsc::SendError(job)) => job,

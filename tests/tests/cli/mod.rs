@@ -119,14 +119,7 @@ fn try_output_within(command: &mut Command, limit: Duration) -> Result<Output, S
 /// Whether a process lives or still holds its files (a zombie whose threads are all gone
 /// does not: its leader can turn zombie while other threads still exit).
 pub fn alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let zombie = stat
-        .rsplit_once(") ")
-        .is_some_and(|(_, rest)| rest.starts_with(['Z', 'X']));
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count());
-    !(zombie && threads <= 1)
+    tessera_daemon::client::running(u64::from(pid))
 }
 
 pub fn signal(pid: u32, sig: rustix::process::Signal) {
