@@ -1,17 +1,32 @@
 //! Conversions between fuser's request types and the engine's, shared by the methods of
-//! `TesseraFs`: node ids, callers, times, empty replies, and the sized replies of
-//! getxattr/listxattr.
+//! `TesseraFs`: node ids, callers, times, fallocate modes, empty replies, and the sized
+//! replies of getxattr/listxattr.
 
 use std::time::SystemTime;
 
 use fuser::{Errno, INodeNo, ReplyEmpty, ReplyXattr, Request, TimeOrNow};
-use tessera::{Caller, NodeId};
+use tessera::{Caller, Fallocate, NodeId};
 
 use crate::attr;
 use crate::errno::errno;
 
 pub(crate) fn node(ino: INodeNo) -> NodeId {
     NodeId(ino.0)
+}
+
+/// The fallocate modes the engine implements (COLLAPSE_RANGE and INSERT_RANGE never reach a
+/// FUSE server: the kernel refuses them).
+pub(crate) fn fallocate_mode(mode: i32) -> Option<Fallocate> {
+    Some(match mode {
+        0 => Fallocate::Allocate,
+        libc::FALLOC_FL_KEEP_SIZE => Fallocate::KeepSize,
+        m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => Fallocate::PunchHole,
+        libc::FALLOC_FL_ZERO_RANGE => Fallocate::ZeroRange { keep_size: false },
+        m if m == libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE => {
+            Fallocate::ZeroRange { keep_size: true }
+        }
+        _ => return None,
+    })
 }
 
 /// The caller of a request that creates a node, with the umask still to apply when the kernel

@@ -16,11 +16,11 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tessera::volume::{DirHandle, FileHandle as VolumeHandle};
-use tessera::{Fallocate, SeekTarget, SetAttr, Volume, XattrMode};
+use tessera::{SeekTarget, SetAttr, Volume, XattrMode};
 
 use crate::MountConfig;
 use crate::attr::{self, ATTR_TTL, ENTRY_TTL, NEGATIVE_TTL};
-use crate::convert::{caller, creator, node, ns, reply_empty, reply_sized};
+use crate::convert::{caller, creator, fallocate_mode, node, ns, reply_empty, reply_sized};
 use crate::errno::errno;
 use crate::writeback::Writeback;
 use crate::{dir_reply, set_id};
@@ -545,17 +545,8 @@ impl fuser::Filesystem for TesseraFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let mode = match mode {
-            0 => Fallocate::Allocate,
-            libc::FALLOC_FL_KEEP_SIZE => Fallocate::KeepSize,
-            m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => {
-                Fallocate::PunchHole
-            }
-            libc::FALLOC_FL_ZERO_RANGE => Fallocate::ZeroRange { keep_size: false },
-            m if m == libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE => {
-                Fallocate::ZeroRange { keep_size: true }
-            }
-            _ => return reply.error(Errno::EOPNOTSUPP),
+        let Some(mode) = fallocate_mode(mode) else {
+            return reply.error(Errno::EOPNOTSUPP);
         };
         reply_empty(
             self.volume.fallocate(node(ino), mode, offset, length),
