@@ -2,7 +2,8 @@
 //! answer is the snapshotter's own): bad requests get containerd's codes (NotFound,
 //! AlreadyExists, FailedPrecondition) and leave the store as it was; labels are kept and
 //! updated; Usage and Walk answer, Walk with containerd's filters; a restart of the
-//! snapshotter loses nothing; Cleanup removes what a crash left unnamed.
+//! snapshotter loses nothing; Cleanup removes what a crash left unnamed; requests running at
+//! once leave the database and the store agreeing.
 
 #[allow(dead_code)]
 mod cli;
@@ -431,4 +432,104 @@ fn prost_types_mask(paths: &[&str]) -> prost_types::FieldMask {
     prost_types::FieldMask {
         paths: paths.iter().map(|p| p.to_string()).collect(),
     }
+}
+
+/// Every snapshot the snapshotter lists, with the Tessera container or image it names; every
+/// `ctd-N` of the store but the empty image is one of them.
+async fn assert_consistent(c: &mut SnapshotsClient<Channel>, cli: &Cli) {
+    let keys = walk(c, &[]).await.unwrap();
+    let store: Vec<String> = store_names(cli)
+        .into_iter()
+        .filter(|n| !n.ends_with(":ctd-empty"))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        store.len(),
+        "snapshots {keys:?}, store {store:?}"
+    );
+}
+
+#[test]
+fn requests_run_at_once_and_leave_the_database_and_the_store_agreeing() {
+    if !can_mount() {
+        return;
+    }
+    let cli = Cli::bare();
+    let socket = cli.path("snapshotter.sock");
+    let mut server = Server::start(&cli, &socket);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = connect(socket.clone()).await;
+        let base = c.prepare(prepare("base", "")).await.unwrap().into_inner();
+        std::fs::write(Path::new(&base.mounts[0].source).join("f"), b"base\n").unwrap();
+        c.commit(commit("base-done", "base")).await.unwrap();
+
+        // Eight containers prepared on one parent at once.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let mut c = c.clone();
+            set.spawn(async move {
+                let r = c.prepare(prepare(&format!("c{i}"), "base-done")).await;
+                r.unwrap().into_inner().mounts
+            });
+        }
+        while let Some(mounts) = set.join_next().await {
+            let f = Path::new(&mounts.unwrap()[0].source).join("f");
+            assert_eq!(std::fs::read(f).unwrap(), b"base\n");
+        }
+        let made: Vec<usize> = (0..8).collect();
+
+        // A remove of a parent among prepares on it: it fails (they are its children, made
+        // or being made) or comes first (then they fail), never between.
+        c.prepare(prepare("p2", "")).await.unwrap();
+        c.commit(commit("p2-done", "p2")).await.unwrap();
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..4 {
+            let mut c = c.clone();
+            set.spawn(async move { (i, c.prepare(prepare(&format!("q{i}"), "p2-done")).await) });
+        }
+        let removed = c.clone().remove(remove("p2-done")).await;
+        let mut on_p2 = 0;
+        while let Some(joined) = set.join_next().await {
+            match (&removed, joined.unwrap()) {
+                (_, (_, Ok(_))) => on_p2 += 1,
+                (Ok(_), (i, Err(e))) => assert_eq!(e.code(), Code::NotFound, "q{i}: {e}"),
+                (Err(_), (i, Err(e))) => panic!("q{i} failed though its parent stayed: {e}"),
+            }
+        }
+        match &removed {
+            Err(e) => assert_eq!(e.code(), Code::FailedPrecondition, "{e}"),
+            Ok(_) => assert_eq!(on_p2, 0, "made on a removed parent"),
+        }
+        assert_consistent(&mut c, &cli).await;
+
+        // The ones made are committed at once, each with a file of its own.
+        let mut set = tokio::task::JoinSet::new();
+        for i in made.clone() {
+            let mut c = c.clone();
+            set.spawn(async move {
+                c.commit(commit(&format!("c{i}-done"), &format!("c{i}")))
+                    .await
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            joined.unwrap().unwrap();
+        }
+        for i in &made {
+            let info = c
+                .stat(stat(&format!("c{i}-done")))
+                .await
+                .unwrap()
+                .into_inner()
+                .info
+                .unwrap();
+            assert_eq!(info.kind, Kind::Committed as i32);
+        }
+        assert_consistent(&mut c, &cli).await;
+    });
+    drop(rt);
+    server.stop();
 }

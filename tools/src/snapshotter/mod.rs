@@ -6,6 +6,14 @@
 //!
 //! Every request is checked against the database before the store is touched, so a bad one
 //! (unknown key, parent not committed, name taken, snapshot with children) changes nothing.
+//!
+//! Requests run at once: each holds the state's lock only to check and to record, and the
+//! slow store steps (create, mount, commit, unmount, remove) run without it. A request marks
+//! the keys it works on busy until it is done ([`Busy`]); another request on one of them waits
+//! its turn, so the requests on one key keep their order. A snapshot being prepared counts as
+//! its parent's child (`pending_children`), so its parent cannot be removed meanwhile; Cleanup
+//! waits until nothing is under way and holds the lock throughout (a container being prepared
+//! is in the store before the database names it: not a leftover).
 
 // The service's errors are `tonic::Status` (what the `Snapshotter` trait returns and containerd
 // reads the code of): large, but built only on the error path of a gRPC request.
@@ -13,10 +21,11 @@
 
 pub mod db;
 pub mod filter;
+mod requests;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use anyhow::Result;
@@ -26,7 +35,6 @@ use containerd_snapshots::{Info, Usage};
 
 use db::{Db, EMPTY_IMAGE, Kind, Record};
 use filter::{Filters, Subject};
-use tessera::stats::StatsReport;
 use tessera::store_dir::{ContainerInfo, ImageInfo};
 use tessera_daemon::reply::DaemonStatus;
 use tessera_daemon::{FromReply, Reply, Request, client};
@@ -37,12 +45,44 @@ pub struct TesseraSnapshotter {
     /// Where containers are mounted: `mounts/ID`.
     mounts_dir: PathBuf,
     state: Mutex<State>,
+    /// Signalled whenever keys stop being busy.
+    turns: Condvar,
 }
 
 struct State {
     db: Db,
     /// Mount points the daemon serves now.
     mounted: HashSet<PathBuf>,
+    /// Keys a request is working on (see [`Busy`]).
+    busy: HashSet<String>,
+    /// Per parent key, the snapshots being prepared on it.
+    pending_children: HashMap<String, usize>,
+}
+
+/// Keys a request works on, busy until it is dropped (on every path out of the request).
+struct Busy<'a> {
+    snapshotter: &'a TesseraSnapshotter,
+    keys: Vec<String>,
+    /// The parent of a snapshot being prepared.
+    parent: Option<String>,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        let mut state = self.snapshotter.state.lock().unwrap();
+        for key in &self.keys {
+            state.busy.remove(key);
+        }
+        if let Some(parent) = &self.parent
+            && let Some(n) = state.pending_children.get_mut(parent)
+        {
+            *n -= 1;
+            if *n == 0 {
+                state.pending_children.remove(parent);
+            }
+        }
+        self.snapshotter.turns.notify_all();
+    }
 }
 
 fn internal(e: anyhow::Error) -> Status {
@@ -90,8 +130,44 @@ impl TesseraSnapshotter {
         Ok(TesseraSnapshotter {
             store: store.to_path_buf(),
             mounts_dir,
-            state: Mutex::new(State { db, mounted }),
+            state: Mutex::new(State {
+                db,
+                mounted,
+                busy: HashSet::new(),
+                pending_children: HashMap::new(),
+            }),
+            turns: Condvar::new(),
         })
+    }
+
+    /// The state, once none of `keys` is busy ("" is no key).
+    fn lock_free(&self, keys: &[&str]) -> MutexGuard<'_, State> {
+        let mut state = self.state.lock().unwrap();
+        while keys
+            .iter()
+            .any(|k| !k.is_empty() && state.busy.contains(*k))
+        {
+            state = self.turns.wait(state).unwrap();
+        }
+        state
+    }
+
+    /// Marks `keys` busy (the caller holds the state and checked they were free).
+    fn occupy<'a>(&'a self, state: &mut State, keys: &[&str], parent: Option<&str>) -> Busy<'a> {
+        for key in keys {
+            state.busy.insert(key.to_string());
+        }
+        if let Some(parent) = parent {
+            *state
+                .pending_children
+                .entry(parent.to_string())
+                .or_default() += 1;
+        }
+        Busy {
+            snapshotter: self,
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            parent: parent.map(str::to_string),
+        }
     }
 
     fn call(&self, request: Request) -> Result<Reply, Status> {
@@ -107,10 +183,10 @@ impl TesseraSnapshotter {
     }
 
     /// Mounts the container of snapshot `record` (if the daemon does not serve it yet) and
-    /// returns containerd's bind mount of it.
-    fn ensure_mounted(&self, state: &mut State, record: &Record) -> Result<Vec<Mount>, Status> {
+    /// returns containerd's bind mount of it. The caller has the snapshot's key busy.
+    fn ensure_mounted(&self, record: &Record) -> Result<Vec<Mount>, Status> {
         let path = self.mountpoint(record.id);
-        if !state.mounted.contains(&path) {
+        if !self.state.lock().unwrap().mounted.contains(&path) {
             if tessera_fusefs::mounts::is_stale(&path) {
                 tessera_fusefs::mounts::clear_stale(&path).map_err(|e| internal(e.into()))?;
             }
@@ -121,7 +197,7 @@ impl TesseraSnapshotter {
                 share_memory: false,
                 write_through: false,
             })?;
-            state.mounted.insert(path.clone());
+            self.state.lock().unwrap().mounted.insert(path.clone());
         }
         let mode = if record.kind == Kind::View {
             "ro"
@@ -136,62 +212,21 @@ impl TesseraSnapshotter {
         }])
     }
 
-    fn unmount(&self, state: &mut State, id: u64) -> Result<(), Status> {
+    /// Unmounts snapshot `id`'s container if the daemon serves it (`state`: the caller's,
+    /// when it holds the lock throughout).
+    fn unmount(&self, state: Option<&mut State>, id: u64) -> Result<(), Status> {
         let path = self.mountpoint(id);
-        if state.mounted.remove(&path) {
+        let served = match state {
+            Some(state) => state.mounted.remove(&path),
+            None => self.state.lock().unwrap().mounted.remove(&path),
+        };
+        if served {
             self.call(Request::Umount {
                 mountpoint: path.clone(),
             })?;
         }
         let _ = std::fs::remove_dir(&path);
         Ok(())
-    }
-
-    /// Prepare and View: a container on the parent's image.
-    fn create(
-        &self,
-        kind: Kind,
-        key: String,
-        parent: String,
-        labels: HashMap<String, String>,
-    ) -> Result<Vec<Mount>, Status> {
-        let mut state = self.state.lock().unwrap();
-        if state.db.snapshots.contains_key(&key) {
-            return Err(Status::already_exists(format!(
-                "snapshot {key:?} already exists"
-            )));
-        }
-        let image = if parent.is_empty() {
-            EMPTY_IMAGE.to_string()
-        } else {
-            match state.db.snapshots.get(&parent) {
-                None => return Err(not_found(&parent)),
-                Some(p) if p.kind != Kind::Committed => {
-                    return Err(Status::failed_precondition(format!(
-                        "parent {parent:?} is not committed"
-                    )));
-                }
-                Some(p) => p.tessera_name(),
-            }
-        };
-        let id = state.db.allocate_id();
-        let now = SystemTime::now();
-        let record = Record {
-            id,
-            kind,
-            parent,
-            labels,
-            created: now,
-            updated: now,
-        };
-        self.call(Request::Create {
-            name: record.tessera_name(),
-            image,
-            size_limit: None,
-        })?;
-        state.db.snapshots.insert(key, record.clone());
-        state.db.save().map_err(internal)?;
-        self.ensure_mounted(&mut state, &record)
     }
 
     /// Containers and images named `ctd-N` that the database does not name: what a crash
@@ -214,7 +249,7 @@ impl TesseraSnapshotter {
         let containers: Vec<ContainerInfo> = self.call_for(Request::Containers)?;
         let containers = leftover(containers.into_iter().map(|c| c.name).collect());
         for id in &containers {
-            self.unmount(state, *id)?;
+            self.unmount(Some(&mut *state), *id)?;
             self.call(Request::Rm {
                 name: db::tessera_name(*id),
             })?;
@@ -267,8 +302,8 @@ impl containerd_snapshots::Snapshotter for TesseraSnapshotter {
     }
 
     async fn update(&self, info: Info, fieldpaths: Option<Vec<String>>) -> Result<Info, Status> {
-        let mut state = self.state.lock().unwrap();
         let key = info.name.clone();
+        let mut state = self.lock_free(&[&key]);
         let mut record = state
             .db
             .snapshots
@@ -300,50 +335,11 @@ impl containerd_snapshots::Snapshotter for TesseraSnapshotter {
     }
 
     async fn usage(&self, key: String) -> Result<Usage, Status> {
-        let name = {
-            let state = self.state.lock().unwrap();
-            let r = state
-                .db
-                .snapshots
-                .get(&key)
-                .ok_or_else(|| not_found(&key))?;
-            let path = self.mountpoint(r.id);
-            if state.mounted.contains(&path) {
-                // What the kernel still caches (writeback) counts too: hand it to the daemon.
-                let dir = std::fs::File::open(&path).map_err(|e| internal(e.into()))?;
-                rustix::fs::syncfs(&dir).map_err(|e| internal(e.into()))?;
-            }
-            r.tessera_name()
-        };
-        let stats: StatsReport = self.call_for(Request::Stats {
-            names: vec![name.clone()],
-            top: 0,
-        })?;
-        let owner = stats
-            .owners
-            .iter()
-            .find(|o| o.name == name)
-            .ok_or_else(|| Status::internal(format!("no figures for {name}")))?;
-        Ok(Usage {
-            size: owner.exclusive_bytes.try_into().unwrap_or(i64::MAX),
-            inodes: owner.files.try_into().unwrap_or(i64::MAX),
-        })
+        tokio::task::block_in_place(|| self.usage_of(&key))
     }
 
     async fn mounts(&self, key: String) -> Result<Vec<Mount>, Status> {
-        let mut state = self.state.lock().unwrap();
-        let record = state
-            .db
-            .snapshots
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| not_found(&key))?;
-        if record.kind == Kind::Committed {
-            return Err(Status::failed_precondition(format!(
-                "snapshot {key:?} is committed: it has no mounts"
-            )));
-        }
-        self.ensure_mounted(&mut state, &record)
+        tokio::task::block_in_place(|| self.mounts_of(&key))
     }
 
     async fn prepare(
@@ -352,7 +348,7 @@ impl containerd_snapshots::Snapshotter for TesseraSnapshotter {
         parent: String,
         labels: HashMap<String, String>,
     ) -> Result<Vec<Mount>, Status> {
-        self.create(Kind::Active, key, parent, labels)
+        tokio::task::block_in_place(|| self.create(Kind::Active, key, parent, labels))
     }
 
     async fn view(
@@ -361,7 +357,7 @@ impl containerd_snapshots::Snapshotter for TesseraSnapshotter {
         parent: String,
         labels: HashMap<String, String>,
     ) -> Result<Vec<Mount>, Status> {
-        self.create(Kind::View, key, parent, labels)
+        tokio::task::block_in_place(|| self.create(Kind::View, key, parent, labels))
     }
 
     async fn commit(
@@ -370,86 +366,23 @@ impl containerd_snapshots::Snapshotter for TesseraSnapshotter {
         key: String,
         labels: HashMap<String, String>,
     ) -> Result<(), Status> {
-        let mut state = self.state.lock().unwrap();
-        let active = state
-            .db
-            .snapshots
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| not_found(&key))?;
-        if active.kind != Kind::Active {
-            return Err(Status::failed_precondition(format!(
-                "snapshot {key:?} is not active"
-            )));
-        }
-        if state.db.snapshots.contains_key(&name) {
-            return Err(Status::already_exists(format!(
-                "snapshot {name:?} already exists"
-            )));
-        }
-        self.unmount(&mut state, active.id)?;
-        let id = state.db.allocate_id();
-        let now = SystemTime::now();
-        let committed = Record {
-            id,
-            kind: Kind::Committed,
-            parent: active.parent.clone(),
-            labels,
-            created: now,
-            updated: now,
-        };
-        // Metadata only: the container's layer becomes the image's top layer.
-        self.call(Request::Commit {
-            container: active.tessera_name(),
-            image: committed.tessera_name(),
-        })?;
-        // The database names only what the store holds: the image before it, the container
-        // after it.
-        state.db.snapshots.remove(&key);
-        state.db.snapshots.insert(name, committed);
-        state.db.save().map_err(internal)?;
-        self.call(Request::Rm {
-            name: active.tessera_name(),
-        })?;
-        Ok(())
+        tokio::task::block_in_place(|| self.commit_as(name, key, labels))
     }
 
-    /// Cleanup: removes what a crash left in the store that no snapshot names.
+    /// Cleanup: removes what a crash left in the store that no snapshot names, once no
+    /// request is under way (holding the state throughout, so none starts).
     async fn clear(&self) -> Result<(), Status> {
-        let mut state = self.state.lock().unwrap();
-        self.remove_leftovers(&mut state).map(drop)
+        tokio::task::block_in_place(|| {
+            let mut state = self.state.lock().unwrap();
+            while !state.busy.is_empty() {
+                state = self.turns.wait(state).unwrap();
+            }
+            self.remove_leftovers(&mut state).map(drop)
+        })
     }
 
     async fn remove(&self, key: String) -> Result<(), Status> {
-        let mut state = self.state.lock().unwrap();
-        let record = state
-            .db
-            .snapshots
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| not_found(&key))?;
-        if state.db.has_children(&key) {
-            return Err(Status::failed_precondition(format!(
-                "snapshot {key:?} has children"
-            )));
-        }
-        // Out of the database first: it never names what the store no longer holds.
-        state.db.snapshots.remove(&key);
-        state.db.save().map_err(internal)?;
-        match record.kind {
-            Kind::Committed => {
-                self.call(Request::Rmi {
-                    name: record.tessera_name(),
-                })?;
-            }
-            Kind::Active | Kind::View => {
-                self.unmount(&mut state, record.id)?;
-                self.call(Request::Rm {
-                    name: record.tessera_name(),
-                })?;
-            }
-        }
-        Ok(())
+        tokio::task::block_in_place(|| self.remove_snapshot(key))
     }
 
     type InfoStream = tokio_stream::Iter<std::vec::IntoIter<Result<Info, Status>>>;
