@@ -102,6 +102,7 @@ impl fuser::Filesystem for TesseraFs {
         if let Err(e) = self.volume.sync() {
             tracing::error!("flushing at unmount failed: {e}");
         }
+        self.writeback.mark_ended();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

@@ -69,7 +69,13 @@ pub struct Mount {
     mountpoint: PathBuf,
     volume: Volume,
     writeback: Arc<Writeback>,
+    /// The FUSE connection (see `mounts::connection_of`).
+    connection: Option<u64>,
 }
+
+/// How long an unmounted mount's session may take to end before its connection is taken to
+/// be held by a copy of the mount in another mount namespace.
+const SESSION_END: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Mount {
     /// Mounts `volume` at `mountpoint` and serves it on background threads.
@@ -119,6 +125,7 @@ impl Mount {
             mountpoint: mountpoint.to_path_buf(),
             volume,
             writeback,
+            connection: mounts::connection_of(mountpoint),
         };
         mounts::raise_read_ahead(mountpoint);
         mount.start_writeback()?;
@@ -195,9 +202,13 @@ impl Mount {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        // No descriptor of the mount may be open while it unmounts. (The unmount itself
-        // writes back what the kernel holds before it ends the session.)
+        // No descriptor of the mount may be open while it unmounts. What the kernel holds goes
+        // to the volume first: the unmount writes it back only when it ends the connection,
+        // which a copy of the mount elsewhere prevents (below).
         self.writeback.stop(&self.volume);
+        if let Err(e) = push_cached_writes(&self.mountpoint) {
+            tracing::warn!("{}: {e}", self.mountpoint.display());
+        }
         if let Err(e) = mounts::unmount(&self.mountpoint, false) {
             // Busy (or not ours to unmount): keep serving it.
             self.session = Some(session);
@@ -205,6 +216,28 @@ impl Mount {
                 tracing::warn!("{}: restarting writeback: {e}", self.mountpoint.display());
             }
             return Err(e);
+        }
+        // A mount namespace made after this mount (`unshare -m`, a rootless podman's pause
+        // process) holds a copy of it, which keeps the connection — and the session — alive
+        // after this unmount: abort the connection (the copy then fails with ENOTCONN), or,
+        // where that is not possible, leave the session to end with the process.
+        if !self.writeback.wait_ended(SESSION_END) {
+            tracing::warn!(
+                "{} is unmounted, but another mount namespace still holds a copy of it: \
+                 aborting its connection",
+                self.mountpoint.display()
+            );
+            if !self.connection.is_some_and(mounts::abort_connection_id) {
+                tracing::warn!(
+                    "cannot abort it (fusectl is not mounted): it is served until this \
+                     process exits"
+                );
+                drop(session);
+                return self
+                    .volume
+                    .sync()
+                    .map_err(|e| std::io::Error::other(format!("flushing after unmount: {e}")));
+            }
         }
         match session.join() {
             Ok(()) => {}

@@ -121,15 +121,52 @@ pub fn abort_connection(path: &Path) {
     let Ok(meta) = std::fs::metadata(path) else {
         return;
     };
-    let abort = format!("/sys/fs/fuse/connections/{}/abort", libc::minor(meta.dev()));
-    if let Err(e) = std::fs::write(&abort, "1") {
-        tracing::debug!("cannot abort the FUSE connection through {abort}: {e}");
+    if !abort_connection_id(libc::minor(meta.dev()) as u64) {
         match rustix::mount::unmount(path, rustix::mount::UnmountFlags::FORCE) {
             Ok(()) | Err(rustix::io::Errno::BUSY) => {}
             Err(e) => tracing::warn!(
                 "cannot abort the FUSE connection of {}: {e}",
                 path.display()
             ),
+        }
+    }
+}
+
+/// The FUSE connection of the mount at `path` (its device's minor number), which names it
+/// under /sys/fs/fuse/connections.
+pub fn connection_of(path: &Path) -> Option<u64> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| libc::minor(m.dev()) as u64)
+}
+
+/// Aborts FUSE connection `id` through fusectl (mounted here first when it is not, as root);
+/// whether it could.
+pub fn abort_connection_id(id: u64) -> bool {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+        && rustix::process::geteuid().is_root()
+    {
+        let mounted = rustix::mount::mount(
+            "fusectl",
+            dir,
+            "fusectl",
+            rustix::mount::MountFlags::empty(),
+            None,
+        );
+        if let Err(e) = mounted {
+            tracing::debug!("mounting fusectl at {}: {e}", dir.display());
+        }
+    }
+    let abort = dir.join(id.to_string()).join("abort");
+    match std::fs::write(&abort, "1") {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(
+                "cannot abort the FUSE connection through {}: {e}",
+                abort.display()
+            );
+            false
         }
     }
 }

@@ -19,7 +19,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -94,6 +94,8 @@ pub(crate) struct Writeback {
     /// can have pages the kernel holds dirty (a writable shared mapping needs such a handle,
     /// and closing one writes its pages back), so a seek on any other file needs no push.
     writers: Mutex<HashMap<u64, NodeId>>,
+    /// Set when the session ends (fuser calls the filesystem's `destroy`).
+    ended: (Mutex<bool>, Condvar),
 }
 
 impl Writeback {
@@ -103,7 +105,25 @@ impl Writeback {
             jobs: Mutex::new(None),
             thread: Mutex::new(None),
             writers: Mutex::new(HashMap::new()),
+            ended: (Mutex::new(false), Condvar::new()),
         })
+    }
+
+    /// The session ended: the kernel closed the connection.
+    pub fn mark_ended(&self) {
+        *self.ended.0.lock().unwrap() = true;
+        self.ended.1.notify_all();
+    }
+
+    /// Waits up to `timeout` for the session to end; whether it did.
+    pub fn wait_ended(&self, timeout: Duration) -> bool {
+        let ended = self.ended.0.lock().unwrap();
+        let (ended, _) = self
+            .ended
+            .1
+            .wait_timeout_while(ended, timeout, |ended| !*ended)
+            .unwrap();
+        *ended
     }
 
     /// A handle was opened with `flags` (open(2)'s).
