@@ -88,19 +88,9 @@ impl Env {
 
     /// Stops the snapshotter (SIGTERM, as a service manager would) and waits until it exited.
     fn stop_snapshotter(&mut self) {
-        let Some(mut child) = self.snapshotter.take() else {
-            return;
-        };
-        cli::signal(child.id(), rustix::process::Signal::TERM);
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(60) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = self.snapshotter.take() {
+            cli::terminate(child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     fn snapshotter_log(&self) -> String {

@@ -50,17 +50,8 @@ impl Server {
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            cli::signal(child.id(), rustix::process::Signal::TERM);
-            let started = Instant::now();
-            while started.elapsed() < Duration::from_secs(60) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            cli::terminate(child);
         }
     }
 }

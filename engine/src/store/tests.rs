@@ -430,6 +430,7 @@ macro_rules! conformance {
             )*
             remote::tests::reads_through_the_remote_and_keeps_what_it_fetched(&server);
             remote::tests::small_blocks_bring_their_neighbours(&server);
+            remote::tests::reads_in_order_stream_ahead_in_the_background(&server);
             remote::tests::a_tampered_object_is_never_served_or_kept(&server);
             remote::tests::uploads_only_what_the_remote_lacks(&server);
             crate::transfer::tests::a_half_finished_push_is_invisible_and_resumed(&server);

@@ -127,6 +127,21 @@ pub fn signal(pid: u32, sig: rustix::process::Signal) {
     let _ = rustix::process::kill_process(pid, sig);
 }
 
+/// Stops a child as a service manager would: SIGTERM, up to a minute to exit, then SIGKILL.
+#[allow(dead_code)] // not every test binary starts a service
+pub fn terminate(mut child: std::process::Child) {
+    signal(child.id(), rustix::process::Signal::TERM);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 pub fn wait_dead(pid: u32, limit: Duration) {
     let started = Instant::now();
     while alive(pid) {

@@ -1,7 +1,7 @@
 //! Fetching blocks from the remote: many at once (the ranges of one pack coalesced into few
-//! ranged GETs, several GETs in flight), each verified against its id, and read-ahead along a
-//! pack for reads that go through it in order (a pack holds an imported file's blocks in file
-//! order).
+//! ranged GETs, several GETs in flight), each verified against its id, and the plan of what
+//! to fetch ahead of reads that go through a pack in order (a pack holds an imported file's
+//! blocks in file order): windows fetched in the background (`flights.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
@@ -12,24 +12,40 @@ use super::remote_packs::{RemoteBlock, RemotePacks};
 use crate::error::{Error, Result};
 use crate::ids::BlockId;
 
-/// The smallest read-ahead once reads go through a pack in order; it doubles with each
-/// further fetch that continues the previous one, up to `MAX_WINDOW`.
+/// The first window fetched ahead once reads go through a pack in order; it doubles with each
+/// further read that continues them, up to `MAX_WINDOW`.
 const MIN_WINDOW: u64 = 256 * 1024;
 const MAX_WINDOW: u64 = 4 << 20;
-/// What a short block brings along (see `read_ahead`).
+/// What a short block brings along (see `RemotePacks::plan`).
 const NEIGHBOURS: u64 = 1 << 20;
-/// A fetch that starts this close after where the previous one of its pack ended continues
-/// it (block padding and segment headers lie between neighbours).
+/// A read that starts this close after where the reads of its pack had got continues them
+/// (block padding and segment headers lie between neighbours).
 const SLACK: u64 = 8 * 1024;
 
-/// Per pack, where the last fetch from it ended and the read-ahead it had.
+/// How many windows a stream keeps fetched or in flight ahead of its reader.
+const AHEAD: u64 = 4;
+
+/// Per pack, how far reads through it in order have got, and how far fetches went ahead.
 #[derive(Default)]
 pub(super) struct Streams(Mutex<HashMap<Arc<PackName>, Stream>>);
 
 #[derive(Clone, Copy)]
 struct Stream {
+    /// Where the reads in order had got to.
+    last: u64,
+    /// Where what was fetched or is in flight ends.
     end: u64,
+    /// The window fetched ahead, doubled by each read that continues the stream (0: none).
     window: u64,
+}
+
+/// What a read fetches besides its blocks (see `RemotePacks::plan`).
+#[derive(Default)]
+pub(super) struct Plan {
+    /// Fetched with the read.
+    pub(super) now: Vec<BlockId>,
+    /// Windows fetched in the background, one ranged GET each.
+    pub(super) later: Vec<Vec<BlockId>>,
 }
 
 /// A block's place in its pack, in the pack's order.
@@ -92,59 +108,104 @@ impl RemotePacks {
         results
     }
 
-    /// Blocks worth fetching with `missing`: when a fetch from a pack starts where the
-    /// previous one from it ended, the blocks that follow in the pack, up to a window that
-    /// doubles while the reads stay in order. A short block (a small file, or a file's end)
-    /// brings the `NEIGHBOURS` after it in any case: an import writes a directory's files
-    /// one after the other, and they are read together (a directory walk, a program's
-    /// start-up), not in the pack's order. Blocks `is_local` says are held are skipped.
-    pub fn read_ahead(
+    /// What to fetch with a read of `touched` (the read's blocks the remote holds, local or
+    /// not; `missing` are those to fetch): `now`, blocks fetched with the read, and `later`,
+    /// windows to fetch in the background, at most `budget` of them.
+    ///
+    /// Per pack (a pack holds an imported file's blocks in file order), a stream follows the
+    /// reads: a read that starts where the reads of the pack had got to continues it, and
+    /// the stream keeps up to `AHEAD` windows fetched or in flight past it — each window a
+    /// ranged GET, so several are in flight at once while the reader takes what came. The
+    /// window starts at `MIN_WINDOW` and doubles to `MAX_WINDOW`. A read inside what the
+    /// stream covers but out of order (another thread of the same reader, a backwards read)
+    /// changes nothing; a read elsewhere starts the pack's stream over, fetching exactly its
+    /// blocks — unless one is short (a small file, or a file's end): then the `NEIGHBOURS`
+    /// after it come with it, since an import writes a directory's files one after another
+    /// and they are read together (a directory walk, a program starting), in no particular
+    /// order. Blocks `is_local` says are held are never asked for.
+    pub(super) fn plan(
         &self,
+        touched: &[BlockId],
         missing: &[BlockId],
         is_local: &dyn Fn(&BlockId) -> bool,
-    ) -> Vec<BlockId> {
-        // Per pack: the span the missing blocks cover, and whether one of them is short.
+        mut budget: usize,
+    ) -> Plan {
+        // Per pack: the span the read covers, and whether one of its missing blocks is short.
         let mut spans: HashMap<Arc<PackName>, (u64, u64, bool)> = HashMap::new();
+        let wanted: HashSet<&BlockId> = missing.iter().collect();
         {
             let known = self.known.read().unwrap();
-            for id in missing {
+            for id in touched {
                 if let Some(at) = known.get(id) {
                     let (start, end) = (at.entry.offset, at.entry.offset + at.entry.len as u64);
-                    let short = !at.entry.compressed && at.entry.len < self.block_size;
+                    let short = wanted.contains(id)
+                        && !at.entry.compressed
+                        && at.entry.len < self.block_size;
                     let span = spans.entry(at.pack.clone()).or_insert((start, end, short));
                     *span = (span.0.min(start), span.1.max(end), span.2 || short);
                 }
             }
         }
-        let wanted: HashSet<&BlockId> = missing.iter().collect();
-        let mut extra = Vec::new();
+        let mut plan = Plan::default();
         let mut streams = self.streams.0.lock().unwrap();
         for (pack, (start, end, short)) in spans {
-            let window = match streams.get(&pack) {
-                Some(s) if start >= s.end && start <= s.end + SLACK => {
-                    (s.window * 2).clamp(MIN_WINDOW, MAX_WINDOW)
-                }
-                _ if short => NEIGHBOURS,
-                _ => 0,
-            };
-            let mut upto = end;
-            if window > 0 {
+            let blocks_from = |from: u64, to: u64, out: &mut Vec<BlockId>| -> u64 {
                 let order = self.order_of(&pack);
-                let from = order.partition_point(|(offset, _, _)| *offset < end);
-                for (offset, len, id) in &order[from..] {
+                let first = order.partition_point(|(offset, _, _)| *offset < from);
+                let mut upto = from;
+                for (offset, len, id) in &order[first..] {
                     let block_end = offset + *len as u64;
-                    if block_end > end + window {
+                    if block_end > to {
                         break;
                     }
                     if !wanted.contains(id) && !is_local(id) {
-                        extra.push(*id);
+                        out.push(*id);
                     }
                     upto = block_end;
                 }
+                upto
+            };
+            match streams.get_mut(&pack) {
+                // Continues the stream: keep `AHEAD` windows ahead of the reader.
+                Some(s) if start + SLACK >= s.last && start <= s.end + SLACK => {
+                    s.last = s.last.max(end);
+                    s.end = s.end.max(end);
+                    s.window = (s.window * 2).clamp(MIN_WINDOW, MAX_WINDOW);
+                    while budget > 0 && s.end < s.last + AHEAD * s.window {
+                        let mut batch = Vec::new();
+                        let upto = blocks_from(s.end, s.end + s.window, &mut batch);
+                        if upto == s.end {
+                            break; // the pack's end
+                        }
+                        s.end = upto;
+                        if !batch.is_empty() {
+                            plan.later.push(batch);
+                            budget -= 1;
+                        }
+                    }
+                    // Every background slot busy (other streams) and nothing ahead: the
+                    // window comes with the read, as it would have without the stream.
+                    if budget == 0 && s.end <= s.last + SLACK {
+                        s.end = blocks_from(s.end, s.end + s.window, &mut plan.now);
+                    }
+                }
+                // Inside what the stream covers, out of order: nothing changes.
+                Some(s) if end + MAX_WINDOW >= s.last && start <= s.end + SLACK => {}
+                _ => {
+                    let upto = match short {
+                        true => blocks_from(end, end + NEIGHBOURS, &mut plan.now),
+                        false => end,
+                    };
+                    let stream = Stream {
+                        last: end,
+                        end: upto.max(end),
+                        window: 0,
+                    };
+                    streams.insert(pack, stream);
+                }
             }
-            streams.insert(pack, Stream { end: upto, window });
         }
-        extra
+        plan
     }
 
     /// Checks fetched bytes against the block's id (decoding a compressed block).

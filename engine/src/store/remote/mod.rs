@@ -8,9 +8,11 @@
 //! — it never lists or downloads every remote pack.
 //!
 //! Reads: a block the local packs hold is read from them; the other blocks of a read that the
-//! attached indexes name are fetched together, in coalesced ranged GETs with read-ahead along
-//! their packs (`fetch.rs`), verified against their ids, then put into the local packs and
-//! served from there. A block whose bytes do not match its id is neither served nor kept (a
+//! attached indexes name are fetched together, in coalesced ranged GETs, verified against
+//! their ids, then put into the local packs and served from there. Reads that go through a
+//! pack in order have windows of it fetched ahead in the background, several at once
+//! (`fetch.rs` plans them, `flights.rs` runs them and keeps any block from being fetched
+//! twice at once). A block whose bytes do not match its id is neither served nor kept (a
 //! `Corrupt` error naming the object and offset). With a cache limit (`cache.rs`), the least
 //! recently used of those copies are dropped again by `Store::evict_cache`. Writes (`put`, staging) go to the local
 //! packs only, deduplicated against the remote too; [`RemoteStore::upload`] sends blocks the
@@ -21,11 +23,13 @@ pub mod bucket;
 mod cache;
 mod client;
 mod fetch;
+mod flights;
 mod index_cache;
 mod remote_packs;
 mod upload;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 pub use bucket::{LAYOUT_VERSION, PackName};
 pub use cache::FetchCache;
@@ -41,15 +45,22 @@ use crate::format::records::PackRecord;
 use crate::ids::{BlockId, PackId};
 use crate::io::Io;
 use crate::layout::StoreLayout;
+use flights::Flights;
 
 /// Reads fetch a block again at most this often when a cache eviction keeps dropping it.
 const EVICTION_RETRIES: usize = 3;
 
 pub struct RemoteStore {
+    shared: Arc<Shared>,
+    config: PackStoreConfig,
+}
+
+/// What background fetches use too.
+struct Shared {
     local: PackStore,
     packs: RemotePacks,
-    config: PackStoreConfig,
     cache: FetchCache,
+    flights: Arc<Flights>,
 }
 
 impl RemoteStore {
@@ -64,64 +75,132 @@ impl RemoteStore {
     ) -> Result<RemoteStore> {
         let local = PackStore::open(io.clone(), layout.clone(), config.clone(), records)?;
         let packs = RemotePacks::open(io, layout, config.block_size, config.pack_target, remote)?;
-        Ok(RemoteStore {
+        let shared = Shared {
             local,
             packs,
-            config,
             cache: FetchCache::default(),
+            flights: Arc::default(),
+        };
+        Ok(RemoteStore {
+            shared: Arc::new(shared),
+            config,
         })
     }
 
     /// The limit on the remote's blocks kept locally, and their recency.
     pub fn cache(&self) -> &FetchCache {
-        &self.cache
+        &self.shared.cache
     }
 
     /// The remote packs this store knows.
     pub fn packs(&self) -> &RemotePacks {
-        &self.packs
+        &self.shared.packs
     }
 
     pub fn remote(&self) -> &Remote {
-        self.packs.remote()
+        self.shared.packs.remote()
     }
 
     /// Whether the remote holds the block (as far as the attached indexes tell).
     pub fn remote_holds(&self, id: &BlockId) -> bool {
-        self.packs.holds(id)
+        self.shared.packs.holds(id)
     }
 
     /// Uploads the listed blocks the remote lacks (see `RemotePacks::upload`).
     pub fn upload(&self, ids: &[BlockId]) -> Result<UploadReport> {
-        self.packs.upload(ids, &self.local)
+        self.shared.packs.upload(ids, &self.shared.local)
+    }
+
+    /// Waits until no window fetched ahead is in flight.
+    pub fn wait_for_background(&self) {
+        self.shared.flights.wait_for_background();
+        // A window's thread lets go of the store right after its claim.
+        while Arc::strong_count(&self.shared) > 1 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Makes every listed block local: the blocks the local packs lack are fetched at once
-    /// (verified), with what read-ahead adds, and put into them. A block read ahead that does
-    /// not come is only logged; one that was asked for fails the call (after the others that
-    /// came are kept).
+    /// (verified), with what the plan adds, and put into them; windows the plan fetches
+    /// ahead start in the background; blocks another fetch has on their way are waited for.
+    /// A block fetched along that does not come is only logged; one that was asked for
+    /// fails the call (after the others that came are kept).
     fn make_local(&self, ids: impl Iterator<Item = BlockId>) -> Result<()> {
+        let shared = &self.shared;
         let mut seen = HashSet::new();
-        let mut missing = Vec::new();
+        let (mut touched, mut asked) = (Vec::new(), Vec::new());
         for id in ids {
-            if !id.is_zero() && seen.insert(id) && !self.local.contains(&id)? {
-                missing.push(id);
+            if id.is_zero() || !seen.insert(id) {
+                continue;
+            }
+            if shared.packs.holds(&id) {
+                touched.push(id);
+            }
+            if !shared.local.contains(&id)? {
+                asked.push(id);
             }
         }
-        if missing.is_empty() {
+        if touched.is_empty() && asked.is_empty() {
             return Ok(());
         }
-        let extra = self
+        let is_local = |id: &BlockId| shared.local.contains(id).unwrap_or(true);
+        let plan = shared
             .packs
-            .read_ahead(&missing, &|id| self.local.contains(id).unwrap_or(true));
-        let asked = missing.len();
-        missing.extend(extra);
-        let mut fetched = Vec::with_capacity(missing.len());
+            .plan(&touched, &asked, &is_local, shared.flights.budget());
+        for window in plan.later {
+            let (claim, _) = shared.flights.claim(&window, true, &is_local);
+            if !claim.ids.is_empty() {
+                flights::spawn(&self.shared, claim, |shared, ids| {
+                    if let Err(e) = shared.fetch_and_keep(ids, &[]) {
+                        tracing::warn!("read-ahead: {e}");
+                    }
+                });
+            }
+        }
+        let mut wanted = asked.clone();
+        wanted.extend(plan.now);
+        while !wanted.is_empty() {
+            let (claim, waits) = shared.flights.claim(&wanted, false, &is_local);
+            let fetched = shared.fetch_and_keep(&claim.ids, &asked);
+            drop(claim);
+            fetched?;
+            if waits.is_empty() {
+                break;
+            }
+            // What other fetches brought; one that failed is fetched again here.
+            shared.flights.wait(&waits);
+            wanted = asked.iter().filter(|id| !is_local(id)).copied().collect();
+        }
+        Ok(())
+    }
+
+    /// Whether a cache eviction dropped one of these blocks after `make_local` fetched or
+    /// found it (the read then fetches it again).
+    fn evicted_meanwhile(&self, mut ids: impl Iterator<Item = BlockId>) -> bool {
+        ids.any(|id| self.remote_holds(&id) && !self.shared.local.contains(&id).unwrap_or(true))
+    }
+
+    /// Notes the use of the remote's blocks among `ids`, for the cache's recency.
+    fn used(&self, ids: impl Iterator<Item = BlockId>) {
+        if self.cache().limit().is_some() {
+            self.cache().used(ids.filter(|id| self.remote_holds(id)));
+        }
+    }
+}
+
+impl Shared {
+    /// Fetches blocks (verified) and puts those that came into the local packs. Errors of
+    /// blocks in `asked` fail the call; the others are logged.
+    fn fetch_and_keep(&self, ids: &[BlockId], asked: &[BlockId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut fetched = Vec::with_capacity(ids.len());
         let mut failed = None;
-        for (id, result) in self.packs.fetch_many(&missing) {
+        for (id, result) in self.packs.fetch_many(ids) {
             match result {
                 Ok(data) => fetched.push((id, data)),
-                Err(e) if missing[..asked].contains(&id) => {
+                Err(e) if asked.contains(&id) => {
                     failed.get_or_insert(e);
                 }
                 Err(e) => tracing::warn!("read-ahead of block {id}: {e}"),
@@ -131,18 +210,12 @@ impl RemoteStore {
         self.cache.added(self.local.put(&pairs)?);
         failed.map_or(Ok(()), Err)
     }
+}
 
-    /// Whether a cache eviction dropped one of these blocks after `make_local` fetched or
-    /// found it (the read then fetches it again).
-    fn evicted_meanwhile(&self, mut ids: impl Iterator<Item = BlockId>) -> bool {
-        ids.any(|id| self.remote_holds(&id) && !self.local.contains(&id).unwrap_or(true))
-    }
-
-    /// Notes the use of the remote's blocks among `ids`, for the cache's recency.
-    fn used(&self, ids: impl Iterator<Item = BlockId>) {
-        if self.cache.limit().is_some() {
-            self.cache.used(ids.filter(|id| self.remote_holds(id)));
-        }
+impl Drop for RemoteStore {
+    /// Windows fetched ahead put into the local packs: they end before the store closes.
+    fn drop(&mut self) {
+        self.wait_for_background();
     }
 }
 
@@ -177,7 +250,7 @@ impl BlockStore for RemoteStore {
     }
 
     fn contains(&self, id: &BlockId) -> Result<bool> {
-        Ok(self.local.contains(id)? || self.remote_holds(id))
+        Ok(self.shared.local.contains(id)? || self.remote_holds(id))
     }
 
     fn put(&self, blocks: &[(BlockId, &[u8])]) -> Result<u64> {
@@ -186,14 +259,14 @@ impl BlockStore for RemoteStore {
             .filter(|(id, _)| !self.remote_holds(id))
             .copied()
             .collect();
-        self.local.put(&fresh)
+        self.shared.local.put(&fresh)
     }
 
     fn get(&self, id: &BlockId, out: &mut [u8]) -> Result<usize> {
         let mut tries = 0;
         loop {
             self.make_local(std::iter::once(*id))?;
-            match self.local.get(id, out) {
+            match self.shared.local.get(id, out) {
                 Err(_)
                     if tries < EVICTION_RETRIES && self.evicted_meanwhile(std::iter::once(*id)) =>
                 {
@@ -211,7 +284,7 @@ impl BlockStore for RemoteStore {
         let mut tries = 0;
         loop {
             self.make_local(reads.iter().map(|r| r.id))?;
-            match self.local.read_blocks(reads, fill_cache) {
+            match self.shared.local.read_blocks(reads, fill_cache) {
                 Err(_)
                     if tries < EVICTION_RETRIES
                         && self.evicted_meanwhile(reads.iter().map(|r| r.id)) =>
@@ -228,36 +301,37 @@ impl BlockStore for RemoteStore {
 
     fn stage(&self) -> Result<Box<dyn Staging + '_>> {
         Ok(Box::new(RemoteStaging {
-            inner: self.local.stage()?,
+            inner: self.shared.local.stage()?,
             store: self,
         }))
     }
 
     fn sync(&self) -> Result<Checkpoint> {
-        self.local.sync()
+        self.shared.local.sync()
     }
 
     fn acknowledge(&self, checkpoint: &Checkpoint) {
-        self.local.acknowledge(checkpoint)
+        self.shared.local.acknowledge(checkpoint)
     }
 
     /// Puts (and blocks fetched from the remote) go to the local packs: settled when they are.
     fn is_settled(&self) -> bool {
-        self.local.is_settled()
+        self.shared.local.is_settled()
     }
 
     /// Blocks and bytes held locally or on the remote (each once); packs and pack bytes are
     /// the local cache's.
     fn stats(&self) -> BlockStoreStats {
-        let mut stats = self.local.stats();
+        let mut stats = self.shared.local.stats();
         let local: std::collections::HashSet<BlockId> = self
+            .shared
             .local
             .locations()
             .unwrap_or_default()
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        for (id, len) in self.packs.known_blocks() {
+        for (id, len) in self.shared.packs.known_blocks() {
             if !local.contains(&id) {
                 stats.blocks += 1;
                 stats.block_bytes += len as u64;
@@ -268,39 +342,39 @@ impl BlockStore for RemoteStore {
 
     /// The local packs' blocks (the cache); remote-only blocks have no local location.
     fn locations(&self) -> Result<Vec<(BlockId, BlockLocation)>> {
-        self.local.locations()
+        self.shared.local.locations()
     }
 
     fn plan_reclaim(&self, live: &dyn Fn(&BlockId) -> bool) -> Result<ReclaimPlan> {
-        self.local.plan_reclaim(live)
+        self.shared.local.plan_reclaim(live)
     }
 
     fn reclaim(&self, plan: &ReclaimPlan) -> Result<()> {
-        self.local.reclaim(plan)
+        self.shared.local.reclaim(plan)
     }
 
     fn delete_retired(&self) -> Result<u64> {
-        self.local.delete_retired()
+        self.shared.local.delete_retired()
     }
 
     fn cache_figures(&self) -> Option<(usize, u64, u64)> {
-        self.local.cache_figures()
+        self.shared.local.cache_figures()
     }
 
     fn drop_cache(&self) {
-        self.local.drop_cache()
+        self.shared.local.drop_cache()
     }
 
     fn damage(&self) -> Vec<String> {
-        self.local.damage()
+        self.shared.local.damage()
     }
 
     fn fetch_cache(&self) -> Option<&FetchCache> {
-        Some(&self.cache)
+        Some(&self.shared.cache)
     }
 
     fn remote_packs(&self) -> Option<&RemotePacks> {
-        Some(&self.packs)
+        Some(&self.shared.packs)
     }
 }
 

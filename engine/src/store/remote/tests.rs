@@ -32,15 +32,17 @@ pub(crate) fn open(
     remote: &Remote,
     records: &BTreeMap<PackId, PackRecord>,
 ) -> RemoteStore {
+    open_with(dir, remote, records, config())
+}
+
+fn open_with(
+    dir: &Path,
+    remote: &Remote,
+    records: &BTreeMap<PackId, PackRecord>,
+    config: PackStoreConfig,
+) -> RemoteStore {
     let layout = StoreLayout::new(dir);
-    RemoteStore::open(
-        RealIo::new() as Io,
-        layout,
-        config(),
-        records,
-        remote.clone(),
-    )
-    .unwrap()
+    RemoteStore::open(RealIo::new() as Io, layout, config, records, remote.clone()).unwrap()
 }
 
 fn blocks(seed: u8, n: usize) -> Vec<Vec<u8>> {
@@ -160,6 +162,87 @@ pub(crate) fn reads_through_the_remote_and_keeps_what_it_fetched(server: &S3Serv
         b_remote.figures(),
         after,
         "the reopened store made no request"
+    );
+}
+
+/// Reads through a pack in order have the blocks ahead fetched in the background, several
+/// windows at once, before the reader asks: after two reads, the next MiB is local without
+/// another read. Readers that race (two threads in the same order) fetch no block twice.
+pub(crate) fn reads_in_order_stream_ahead_in_the_background(server: &S3Server) {
+    let remote = server.fresh_remote("stream");
+    let a_dir = tempfile::tempdir().unwrap();
+    let big_packs = PackStoreConfig {
+        pack_target: 8 << 20,
+        ..config()
+    };
+    let a = open_with(a_dir.path(), &remote, &BTreeMap::new(), big_packs.clone());
+    let n = 200;
+    let data = blocks(5, n);
+    let ids = put_all(&a, &data);
+    assert_eq!(a.upload(&ids).unwrap().packs, 1, "one pack");
+    let host = || {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = server.remote_at(remote.url());
+        let store = open_with(dir.path(), &remote, &BTreeMap::new(), big_packs.clone());
+        store.packs().refresh().unwrap();
+        (dir, remote, store)
+    };
+    let (_b_dir, b_remote, b) = host();
+    // In the pack's order (the upload's, not necessarily the list's).
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|i| b.packs().known.read().unwrap()[&ids[*i]].entry.offset);
+    let local = |store: &RemoteStore, i: usize| store.shared.local.contains(&ids[i]).unwrap();
+    let before = b_remote.figures();
+    for &i in &order[..2] {
+        assert_eq!(read(&b, &ids[i]).unwrap(), data[i]);
+    }
+    b.wait_for_background();
+    let after = b_remote.figures();
+    // The second read continued the first: windows of 256 KiB (16 blocks) up to 1 MiB ahead.
+    let ahead = (1 << 20) / BS;
+    assert!(
+        order[2..2 + ahead].iter().all(|&i| local(&b, i)),
+        "the next MiB came without a read"
+    );
+    assert!(
+        order[2 + ahead + 16..].iter().all(|&i| !local(&b, i)),
+        "nothing far ahead"
+    );
+    assert_eq!(
+        after.requests - before.requests,
+        2 + 4,
+        "two reads, four windows"
+    );
+    for &i in &order[2..] {
+        assert_eq!(read(&b, &ids[i]).unwrap(), data[i]);
+    }
+    b.wait_for_background();
+    let all = b_remote.figures();
+    assert_eq!(
+        all.blocks_fetched - before.blocks_fetched,
+        n as u64,
+        "each once"
+    );
+    assert!(all.requests - before.requests < 30, "{all:?}");
+
+    // Two readers at once, in the same order: every block arrives once.
+    let (_c_dir, c_remote, c) = host();
+    let before = c_remote.figures();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for &i in &order {
+                    assert_eq!(read(&c, &ids[i]).unwrap(), data[i]);
+                }
+            });
+        }
+    });
+    c.wait_for_background();
+    let after = c_remote.figures();
+    assert_eq!(
+        after.blocks_fetched - before.blocks_fetched,
+        n as u64,
+        "each once"
     );
 }
 
