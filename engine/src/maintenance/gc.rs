@@ -61,15 +61,26 @@ pub struct GcReport {
     /// What keeping a remote-backed store's cache under its limit dropped (when it has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evicted: Option<super::EvictReport>,
+    /// The packs this store's hold on its remote names after the gc (a store that pulled
+    /// lazily).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_packs: Option<u64>,
 }
 
 impl Store {
     /// Reclaims blocks and pages nothing references. Then, in a store backed by a remote with a cache limit, drops the least recently used
     /// of the remote's blocks past it.
+    /// A store that pulled lazily then rewrites its hold on the remote to what its layers
+    /// still reference (`transfer::hold`): a failure there is logged, the gc stands.
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport> {
+        let _hold = self.inner.hold_lock.lock().unwrap();
         let mut report = self.gc_with_budget(options, &|_| None)?;
         if !options.dry_run {
             report.evicted = self.evict_cache()?;
+            match self.write_own_hold(false) {
+                Ok(held) => report.held_packs = held.map(|(_, packs)| packs as u64),
+                Err(e) => tracing::warn!("gc: the store's hold on its remote stays as it was: {e}"),
+            }
         }
         Ok(report)
     }
@@ -108,6 +119,7 @@ impl Store {
             pages_deleted: dead_pages.len() as u64,
             seconds: 0.0,
             evicted: None,
+            held_packs: None,
         };
         if options.dry_run {
             report.seconds = started.elapsed().as_secs_f64();

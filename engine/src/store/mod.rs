@@ -138,6 +138,19 @@ pub trait BlockStore: Send + Sync {
         Ok(())
     }
 
+    /// `read_blocks` for a reader of a file that holds `following` more blocks after the
+    /// last one asked for: a store that fetches ahead of reads (the remote-backed one) fetches
+    /// no further into what follows; the others just read.
+    fn read_file_blocks(
+        &self,
+        reads: &mut [BlockRead<'_>],
+        fill_cache: bool,
+        following: u64,
+    ) -> Result<()> {
+        let _ = following;
+        self.read_blocks(reads, fill_cache)
+    }
+
     /// Starts a staging area for an import.
     fn stage(&self) -> Result<Box<dyn Staging + '_>>;
 

@@ -110,6 +110,12 @@ pub(crate) fn hold_id(io: &Io, layout: &StoreLayout) -> Result<String> {
     Ok(id)
 }
 
+/// The id of this store's hold, if it ever made one (a lazy pull).
+pub(crate) fn existing_hold_id(io: &Io, layout: &StoreLayout) -> Result<Option<String>> {
+    let path = layout.remotes_dir().join("hold");
+    Ok(read_small(io, &path)?.map(|id| id.trim().to_string()))
+}
+
 fn read_small(io: &Io, path: &std::path::Path) -> Result<Option<String>> {
     if !io.exists(path) {
         return Ok(None);

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 
-pub(crate) use backing::{backing_url, hold_id, record_backing, record_cache_limit};
+pub(crate) use backing::{
+    backing_url, existing_hold_id, hold_id, record_backing, record_cache_limit,
+};
 pub(crate) use lifecycle::freeze_layer;
 pub use lifecycle::{ContainerInfo, ImageInfo, check_object_name};
 pub use options::{StoreOptions, parse_size};
@@ -61,6 +63,9 @@ pub(crate) struct StoreInner {
     /// reclamation from its mark until its commit. Reads never take it: reclamation copies a
     /// live block before it retires the pack that held it.
     pub reclaim_lock: RwLock<()>,
+    /// Held while this store's hold on its remote is computed and written
+    /// (`transfer::hold`): a lazy pull publishing an image, a gc shrinking the hold.
+    pub hold_lock: Mutex<()>,
     /// Reads of views in progress, from the moment they resolve a file's block ids until
     /// they have the blocks; reclamation waits for them once (`wait_for_reads`).
     pub reads: read_epochs::ReadEpochs,
@@ -197,6 +202,7 @@ impl Store {
             },
             flush_lock: Mutex::new(()),
             reclaim_lock: RwLock::new(()),
+            hold_lock: Mutex::new(()),
             reads: Default::default(),
             volumes: Mutex::new(Vec::new()),
             background_error: Mutex::new(None),

@@ -7,7 +7,6 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::hold::write_hold;
 use super::lease::{Lease, LeaseKind};
 use super::manifest::{Manifest, from_hex};
 use crate::error::{Error, Result};
@@ -17,7 +16,7 @@ use crate::ids::{BlockId, LayerId, NodeId, PageId};
 use crate::meta::Table;
 use crate::meta::records::{NEXT_NODE, Records};
 use crate::store::remote::{PackName, Remote, RemotePacks, bucket};
-use crate::store_dir::{Store, backing_url, check_object_name, hold_id, record_backing};
+use crate::store_dir::{Store, backing_url, check_object_name, record_backing};
 use crate::tree::block_map::{self, block_count};
 use crate::tree::node::Content;
 use crate::tree::pages::MetaPages;
@@ -126,11 +125,14 @@ impl Store {
         if backing_url(&self.inner.io, &self.inner.layout)?.as_ref() != Some(url) {
             record_backing(&self.inner.io, &self.inner.layout, url)?;
         }
+        // No gc of this store rewrites its hold between the image's publication and ours.
+        let _hold = self.inner.hold_lock.lock().unwrap();
         let mut report = self.pull_with(packs, name, local, false)?;
         if let Some(lease) = lease {
             let held = lease.check_fresh().and_then(|()| {
-                let id = hold_id(&self.inner.io, &self.inner.layout)?;
-                write_hold(packs.remote(), &id, &packs.attached_packs())?;
+                let (id, _) = self.write_own_hold(true)?.ok_or_else(|| {
+                    Error::Unsupported("a hold for a store without a remote".into())
+                })?;
                 Ok(id)
             });
             match held {

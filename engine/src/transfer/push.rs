@@ -51,7 +51,10 @@ pub(super) fn collect(store: &Store, name: &str) -> Result<Collected> {
     };
     let bs = store.block_size() as u64;
     let mut pages: BTreeSet<PageId> = BTreeSet::new();
-    let mut blocks: HashSet<BlockId> = HashSet::new();
+    // In file order (layers bottom up, nodes in id order — an import's walk order — and each
+    // file's blocks in order): the upload packs them so, and lazy reads of a file then go
+    // through a pack in order, which is what read-ahead follows.
+    let (mut blocks, mut seen): (Vec<BlockId>, HashSet<BlockId>) = Default::default();
     let mut layers = Vec::new();
     let mut max_node = 0;
     for layer in &stack {
@@ -70,7 +73,9 @@ pub(super) fn collect(store: &Store, name: &str) -> Result<Collected> {
                 block_count(size, bs),
                 &mut |page| pages.insert(page),
                 &mut |_, id| {
-                    blocks.insert(id);
+                    if seen.insert(id) {
+                        blocks.push(id);
+                    }
                 },
             )
             .map_err(|e| Error::Corrupt(format!("node {node} of layer {layer}: {e}")))?;
@@ -86,7 +91,6 @@ pub(super) fn collect(store: &Store, name: &str) -> Result<Collected> {
         .iter()
         .map(|id| Ok(to_hex(&r.page_bytes(id)?)))
         .collect::<Result<Vec<_>>>()?;
-    let blocks: Vec<BlockId> = blocks.into_iter().collect();
     Ok(Collected {
         manifest: Manifest {
             manifest: MANIFEST_VERSION,

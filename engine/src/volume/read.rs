@@ -32,11 +32,11 @@ impl Volume {
         let store = &self.shared.store;
         // From here until the blocks are read, reclamation keeps what the plan names.
         let reading;
-        let (mut out, fetch, overlays) = match self.existing_state(node) {
+        let ((mut out, fetch, overlays), size) = match self.existing_state(node) {
             Some(state) if state.is_file => {
                 let fd = state.data.lock().unwrap();
                 reading = store.read_guard();
-                self.plan_read(&fd, offset, len)?
+                (self.plan_read(&fd, offset, len)?, fd.size)
             }
             _ => {
                 reading = store.read_guard();
@@ -47,11 +47,19 @@ impl Volume {
                         _ => Error::InvalidInput(format!("node {node} is not a regular file")),
                     });
                 };
-                self.plan_read(&FileData::at(size, root), offset, len)?
+                (
+                    self.plan_read(&FileData::at(size, root), offset, len)?,
+                    size,
+                )
             }
         };
         drop(stack);
-        self.fetch(offset, &mut out, fetch)?;
+        // The file's blocks after this read: a store fetching ahead goes no further.
+        let bs = self.block_bytes();
+        let following = size
+            .div_ceil(bs)
+            .saturating_sub((offset + out.len() as u64).div_ceil(bs));
+        self.fetch(offset, &mut out, fetch, following)?;
         drop(reading);
         for (at, bytes) in overlays {
             out[at..at + bytes.len()].copy_from_slice(&bytes);
@@ -60,8 +68,14 @@ impl Volume {
     }
 
     /// Reads the planned blocks into their places in `out` (which starts at file `offset`),
-    /// adjacent blocks of one pack in one read.
-    fn fetch(&self, offset: u64, out: &mut [u8], mut fetch: Vec<Fetch>) -> Result<()> {
+    /// adjacent blocks of one pack in one read; `following` blocks of the file come after.
+    fn fetch(
+        &self,
+        offset: u64,
+        out: &mut [u8],
+        mut fetch: Vec<Fetch>,
+        following: u64,
+    ) -> Result<()> {
         let bs = self.block_bytes();
         fetch.retain(|f| !f.id.is_zero());
         fetch.sort_by_key(|f| f.index);
@@ -83,7 +97,8 @@ impl Volume {
             });
         }
         let cached = self.shared.cache_reads.load(Ordering::Relaxed);
-        self.shared.store.blocks().read_blocks(&mut reads, cached)
+        let blocks = self.shared.store.blocks();
+        blocks.read_file_blocks(&mut reads, cached, following)
     }
 
     /// Copies the bytes held in memory for the range into a new buffer and lists the blocks
@@ -277,7 +292,7 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(200));
         assert!(!done.load(Ordering::SeqCst), "gc did not wait for the read");
-        v.fetch(0, &mut out, fetch).unwrap();
+        v.fetch(0, &mut out, fetch, 0).unwrap();
         assert_eq!(out, [1u8; 8192], "the read gets the generation it resolved");
         drop(reading);
         let report = gc.join().unwrap();

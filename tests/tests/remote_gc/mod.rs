@@ -156,37 +156,57 @@ fn a_push_waits_for_a_gc_under_way(a: &Cli, remote: &Remote, url: &str) {
     assert!(remote.exists(&bucket::image_key("late")).unwrap());
 }
 
-/// A store backed by the remote (a lazy pull) holds the packs it reads: a gc after the image
-/// was removed from the remote keeps them and lists the hold, the store still reads every
-/// byte, and once the hold is released a gc deletes them.
+/// A store backed by the remote (a lazy pull) holds the packs it reads: a gc after the images
+/// were removed from the remote keeps them and lists the hold, and the store still reads
+/// every byte. The hold names what the store references, no more: once the store removed one
+/// image, its next gc shrinks the hold and a remote gc deletes that image's packs — and only
+/// those. Once the hold is released, a gc deletes the rest.
 pub fn a_lazy_stores_hold_keeps_its_packs(server: &S3Server) {
     let url = server.fresh_url("hold");
     let remote = Remote::connect_with(&url.parse().unwrap(), server.vars.clone()).unwrap();
     let a = with_remote(Cli::bare(), server);
-    let src = a.path("held-src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("data.bin"), bytes(9, 300_000)).unwrap();
-    a.ok(&["import", src.to_str().unwrap(), "--name", "held"]);
-    a.ok(&["push", "held", &url]);
-    let packs: BTreeSet<String> = read_manifest(&remote, "held")
-        .unwrap()
-        .packs
-        .into_iter()
-        .collect();
+    let manifest_packs = |image: &str| -> BTreeSet<String> {
+        read_manifest(&remote, image)
+            .unwrap()
+            .packs
+            .into_iter()
+            .collect()
+    };
+    for (image, seed) in [("held", 9), ("other", 10)] {
+        let src = a.path(&format!("{image}-src"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("data.bin"), bytes(seed, 300_000)).unwrap();
+        a.ok(&["import", src.to_str().unwrap(), "--name", image]);
+        a.ok(&["push", image, &url]);
+    }
+    let (packs, other_packs) = (manifest_packs("held"), manifest_packs("other"));
+    assert!(packs.is_disjoint(&other_packs), "{packs:?} {other_packs:?}");
 
     let h = with_remote(Cli::bare(), server);
     let pulled = h.json(&["pull", &url, "held", "--lazy", "--json"]);
     let id = pulled["hold"].as_str().expect("a hold id").to_string();
     assert!(remote.exists(&bucket::hold_key(&id)).unwrap());
     assert!(remote.list(&bucket::leases_dir()).unwrap().is_empty());
+    h.ok(&["pull", &url, "other", "--lazy"]);
 
-    // The image goes from the remote; its packs stay, held, and the store reads them.
+    // The images go from the remote; their packs stay, held, and the store reads them.
     a.ok(&["rmi", "--remote", &url, "held"]);
+    a.ok(&["rmi", "--remote", &url, "other"]);
     let r = a.json(&["gc", "--remote", &url, "--grace", "0", "--json"]);
     assert_eq!(u(&r, "/deleted_packs"), 0, "{r}");
-    assert_eq!(u(&r, "/held_packs"), packs.len() as u64, "{r}");
+    let all = packs.len() + other_packs.len();
+    assert_eq!(u(&r, "/held_packs"), all as u64, "{r}");
     assert_eq!(r["holds"][0]["store"], id.as_str(), "{r}");
     assert!(a.ok(&["gc", "--remote", &url]).contains(&id));
+    assert_eq!(h.export("held")["data.bin"], bytes(9, 300_000));
+
+    // The store lets one image go: its gc shrinks the hold, and exactly those packs go.
+    h.ok(&["rmi", "other"]);
+    let g = h.json(&["gc", "--json"]);
+    assert_eq!(u(&g, "/held_packs"), packs.len() as u64, "{g}");
+    let r = a.json(&["gc", "--remote", &url, "--grace", "0", "--json"]);
+    assert_eq!(names(&r["deleted"]), other_packs, "{r}");
+    assert_eq!(u(&r, "/held_packs"), packs.len() as u64, "{r}");
     assert_eq!(h.export("held")["data.bin"], bytes(9, 300_000));
 
     // Bad ids are refused and change nothing.

@@ -101,6 +101,9 @@ pub fn run_gc(store: &Path, args: GcArgs) -> Result<()> {
             size(e.bytes_dropped)
         );
     }
+    if let Some(packs) = r.held_packs {
+        println!("this store's hold on its remote now names {packs} packs");
+    }
     Ok(())
 }
 

@@ -109,14 +109,19 @@ impl RemotePacks {
     }
 
     /// What to fetch with a read of `touched` (the read's blocks the remote holds, local or
-    /// not; `missing` are those to fetch): `now`, blocks fetched with the read, and `later`,
-    /// windows to fetch in the background, at most `budget` of them.
+    /// not; `missing` are those to fetch) from a file that holds `following` more blocks
+    /// (`u64::MAX`: not known): `now`, blocks fetched with the read, and `later`, windows to
+    /// fetch in the background, at most `budget` of them.
     ///
     /// Per pack (a pack holds an imported file's blocks in file order), a stream follows the
     /// reads: a read that starts where the reads of the pack had got to continues it, and
     /// the stream keeps up to `AHEAD` windows fetched or in flight past it — each window a
-    /// ranged GET, so several are in flight at once while the reader takes what came. The
-    /// window starts at `MIN_WINDOW` and doubles to `MAX_WINDOW`. A read inside what the
+    /// ranged GET, so several are in flight at once while the reader takes what came — but
+    /// no further than the file's `following` blocks (a pack holds a pushed image's files one
+    /// after another) — unless the read ends the file with a short block: reading on from one
+    /// file's end into the next in the pack's order is a walk through the image's files (a
+    /// directory walk, a program starting), and the stream goes on into the files after it.
+    /// The window starts at `MIN_WINDOW` and doubles to `MAX_WINDOW`. A read inside what the
     /// stream covers but out of order (another thread of the same reader, a backwards read)
     /// changes nothing; a read elsewhere starts the pack's stream over, fetching exactly its
     /// blocks — unless one is short (a small file, or a file's end): then the `NEIGHBOURS`
@@ -129,6 +134,7 @@ impl RemotePacks {
         missing: &[BlockId],
         is_local: &dyn Fn(&BlockId) -> bool,
         mut budget: usize,
+        following: u64,
     ) -> Plan {
         // Per pack: the span the read covers, and whether one of its missing blocks is short.
         let mut spans: HashMap<Arc<PackName>, (u64, u64, bool)> = HashMap::new();
@@ -165,15 +171,34 @@ impl RemotePacks {
                 }
                 upto
             };
+            // Where the file's `following` blocks end in the pack's order.
+            let limit = match following {
+                0 => end,
+                u64::MAX => u64::MAX,
+                n => {
+                    let order = self.order_of(&pack);
+                    let after = order.partition_point(|(offset, _, _)| *offset < end);
+                    let last = (after + n as usize).min(order.len()).saturating_sub(1);
+                    order
+                        .get(last)
+                        .map_or(end, |(o, len, _)| (o + *len as u64).max(end))
+                }
+            };
             match streams.get_mut(&pack) {
                 // Continues the stream: keep `AHEAD` windows ahead of the reader.
                 Some(s) if start + SLACK >= s.last && start <= s.end + SLACK => {
                     s.last = s.last.max(end);
                     s.end = s.end.max(end);
                     s.window = (s.window * 2).clamp(MIN_WINDOW, MAX_WINDOW);
-                    while budget > 0 && s.end < s.last + AHEAD * s.window {
+                    // The end of a file (a short block) reached in the pack's order: a walk
+                    // through the image's files, which goes on into the files after it.
+                    let limit = match short {
+                        true => u64::MAX,
+                        false => limit,
+                    };
+                    while budget > 0 && s.end < limit && s.end < s.last + AHEAD * s.window {
                         let mut batch = Vec::new();
-                        let upto = blocks_from(s.end, s.end + s.window, &mut batch);
+                        let upto = blocks_from(s.end, (s.end + s.window).min(limit), &mut batch);
                         if upto == s.end {
                             break; // the pack's end
                         }
@@ -185,8 +210,9 @@ impl RemotePacks {
                     }
                     // Every background slot busy (other streams) and nothing ahead: the
                     // window comes with the read, as it would have without the stream.
-                    if budget == 0 && s.end <= s.last + SLACK {
-                        s.end = blocks_from(s.end, s.end + s.window, &mut plan.now);
+                    if budget == 0 && s.end <= s.last + SLACK && s.end < limit {
+                        let to = (s.end + s.window).min(limit);
+                        s.end = blocks_from(s.end, to, &mut plan.now).max(s.end);
                     }
                 }
                 // Inside what the stream covers, out of order: nothing changes.

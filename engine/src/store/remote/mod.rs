@@ -125,7 +125,8 @@ impl RemoteStore {
     /// ahead start in the background; blocks another fetch has on their way are waited for.
     /// A block fetched along that does not come is only logged; one that was asked for
     /// fails the call (after the others that came are kept).
-    fn make_local(&self, ids: impl Iterator<Item = BlockId>) -> Result<()> {
+    /// `following`: the blocks of the reader's file after these (`u64::MAX`: not a file's).
+    fn make_local(&self, ids: impl Iterator<Item = BlockId>, following: u64) -> Result<()> {
         let shared = &self.shared;
         let mut seen = HashSet::new();
         let (mut touched, mut asked) = (Vec::new(), Vec::new());
@@ -144,9 +145,10 @@ impl RemoteStore {
             return Ok(());
         }
         let is_local = |id: &BlockId| shared.local.contains(id).unwrap_or(true);
+        let budget = shared.flights.budget();
         let plan = shared
             .packs
-            .plan(&touched, &asked, &is_local, shared.flights.budget());
+            .plan(&touched, &asked, &is_local, budget, following);
         for window in plan.later {
             let (claim, _) = shared.flights.claim(&window, true, &is_local);
             if !claim.ids.is_empty() {
@@ -265,7 +267,7 @@ impl BlockStore for RemoteStore {
     fn get(&self, id: &BlockId, out: &mut [u8]) -> Result<usize> {
         let mut tries = 0;
         loop {
-            self.make_local(std::iter::once(*id))?;
+            self.make_local(std::iter::once(*id), u64::MAX)?;
             match self.shared.local.get(id, out) {
                 Err(_)
                     if tries < EVICTION_RETRIES && self.evicted_meanwhile(std::iter::once(*id)) =>
@@ -281,9 +283,18 @@ impl BlockStore for RemoteStore {
     }
 
     fn read_blocks(&self, reads: &mut [BlockRead<'_>], fill_cache: bool) -> Result<()> {
+        self.read_file_blocks(reads, fill_cache, u64::MAX)
+    }
+
+    fn read_file_blocks(
+        &self,
+        reads: &mut [BlockRead<'_>],
+        fill_cache: bool,
+        following: u64,
+    ) -> Result<()> {
         let mut tries = 0;
         loop {
-            self.make_local(reads.iter().map(|r| r.id))?;
+            self.make_local(reads.iter().map(|r| r.id), following)?;
             match self.shared.local.read_blocks(reads, fill_cache) {
                 Err(_)
                     if tries < EVICTION_RETRIES

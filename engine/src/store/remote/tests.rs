@@ -167,7 +167,8 @@ pub(crate) fn reads_through_the_remote_and_keeps_what_it_fetched(server: &S3Serv
 
 /// Reads through a pack in order have the blocks ahead fetched in the background, several
 /// windows at once, before the reader asks: after two reads, the next MiB is local without
-/// another read. Readers that race (two threads in the same order) fetch no block twice.
+/// another read — but never past the end of the reader's file. Readers that race (two threads
+/// in the same order) fetch no block twice.
 pub(crate) fn reads_in_order_stream_ahead_in_the_background(server: &S3Server) {
     let remote = server.fresh_remote("stream");
     let a_dir = tempfile::tempdir().unwrap();
@@ -224,6 +225,32 @@ pub(crate) fn reads_in_order_stream_ahead_in_the_background(server: &S3Server) {
         "each once"
     );
     assert!(all.requests - before.requests < 30, "{all:?}");
+
+    // A reader of a file of 20 blocks: nothing past the file's end is fetched ahead.
+    let (_d_dir, d_remote, d) = host();
+    let before = d_remote.figures();
+    for (k, &i) in order[..2].iter().enumerate() {
+        let mut buf = vec![0u8; BS];
+        let mut reads = [crate::store::BlockRead {
+            id: ids[i],
+            dst: &mut buf[..],
+            skip: 0,
+        }];
+        d.read_file_blocks(&mut reads, false, 19 - k as u64)
+            .unwrap();
+        assert_eq!(buf, data[i]);
+    }
+    d.wait_for_background();
+    assert!(
+        order[2..20].iter().all(|&i| local(&d, i)),
+        "the file's rest"
+    );
+    assert!(
+        order[20..].iter().all(|&i| !local(&d, i)),
+        "nothing after it"
+    );
+    let after = d_remote.figures();
+    assert_eq!(after.blocks_fetched - before.blocks_fetched, 20);
 
     // Two readers at once, in the same order: every block arrives once.
     let (_c_dir, c_remote, c) = host();
