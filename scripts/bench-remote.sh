@@ -56,6 +56,24 @@ read_all() {
     python3 -c "print(f'{$end-$start:.2f}')"
 }
 
+# cpu_ticks COMM...: CPU time (user + system, clock ticks) of the processes of those names.
+cpu_ticks() {
+    local total=0 pid comm ticks
+    for pid in /proc/[0-9]*; do
+        comm=$(cat "$pid/comm" 2> /dev/null) || continue
+        for want in "$@"; do
+            if [ "$comm" = "$want" ]; then
+                ticks=$(awk '{print $14 + $15}' "$pid/stat" 2> /dev/null) || ticks=0
+                total=$((total + ticks))
+            fi
+        done
+    done
+    echo "$total"
+}
+daemon_comm=$(basename "$TESSERA" | cut -c1-15)
+# busy_ticks: CPU time of the whole machine outside idle and iowait (all CPUs, clock ticks).
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, Linux $(uname -r)"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "tessera: $("$TESSERA" --version); S3 server: Ceph RGW $(radosgw --version | awk '{print $3}') on 127.0.0.1"
@@ -116,15 +134,20 @@ echo
 
 echo "### 3. cold sequential read: lazy mount (nothing fetched yet) against a local store"
 printf '%-10s %14s %14s %8s\n' image local_s lazy_s ratio
+cpu=()
 for image in debian:b big; do
     store=lazy-${image%%:*}
     at "$store" init > /dev/null
     at "$store" pull "$url" "$image" --lazy > /dev/null
     local_s=$(read_all a "$image")
+    before=($(cpu_ticks radosgw) $(cpu_ticks ceph-osd) $(cpu_ticks "$daemon_comm") $(busy_ticks))
     lazy_s=$(read_all "$store" "$image")
+    after=($(cpu_ticks radosgw) $(cpu_ticks ceph-osd) $(cpu_ticks "$daemon_comm") $(busy_ticks))
     python3 -c "print(f'{\"$image\":<10} {$local_s:>14.2f} {$lazy_s:>14.2f} {$local_s/$lazy_s:>8.2f}')"
+    cpu+=("$image: CPU during the lazy read, in CPUs busy on average: radosgw $(python3 -c "print(f'{(${after[0]}-${before[0]})/$(getconf CLK_TCK)/$lazy_s:.2f}')"), ceph-osd $(python3 -c "print(f'{(${after[1]}-${before[1]})/$(getconf CLK_TCK)/$lazy_s:.2f}')"), tessera $(python3 -c "print(f'{(${after[2]}-${before[2]})/$(getconf CLK_TCK)/$lazy_s:.2f}')"), the whole machine $(python3 -c "print(f'{(${after[3]}-${before[3]})/$(getconf CLK_TCK)/$lazy_s:.2f}')") (of $(nproc))")
 done
 echo "(ratio: local seconds / lazy seconds; target >= 0.50)"
+printf '%s\n' "${cpu[@]}"
 echo
 
 echo "### 4. metadata a lazy pull fetches"
