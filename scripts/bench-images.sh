@@ -21,6 +21,8 @@ EXTRA=${EXTRA:-python3-minimal,curl,ca-certificates,less}
 FILES=${FILES:-100000}
 # SECTIONS: which of 1, 2, 3 to run (default all).
 SECTIONS=${SECTIONS:-123}
+# COMPRESSIONS: the stores section 3 compares (`init --compression` values).
+COMPRESSIONS=${COMPRESSIONS:-none zstd:3}
 
 for tool in debootstrap umoci python3; do
     command -v "$tool" > /dev/null || { echo "bench-images: $tool is missing (apt-get install $tool)" >&2; exit 1; }
@@ -158,7 +160,7 @@ echo "### compression: the two Debian images, then 1 GiB of random bytes, into a
 echo "(import: caches dropped first; cold read: every file through a fresh mount, caches dropped)"
 unique=$("$TESSERA" analyze "$oci:a" "$oci:b" --block-sizes 64K --json | json "d['block_sizes'][0]['unique_bytes']")
 printf '%-10s %-8s %12s %10s %8s %14s %14s %12s\n' store data logical import_s MB/s stored_bytes stored/unique cold_read_s
-for compression in none zstd:3; do
+for compression in $COMPRESSIONS; do
     rm -rf "$store"
     "$TESSERA" init --compression "$compression" > /dev/null
     before=0
