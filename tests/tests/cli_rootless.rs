@@ -1,7 +1,8 @@
 //! Tessera as a user who is not root (uid 65534): `init`, `import`, `create`, `mount` (through
 //! fusermount3: nosuid, nodev, no allow_other), reads and writes on the mount, `commit`,
 //! `umount` and `fsck`, with the store under the user's home and the daemon's socket under
-//! `$XDG_RUNTIME_DIR`. A guard unmounts and stops the daemon even when the test fails.
+//! `$XDG_RUNTIME_DIR`; and rootless podman running a container on such a mount. A guard
+//! unmounts, stops the daemon and podman's pause process even when the test fails.
 
 #[allow(dead_code)]
 mod cli;
@@ -13,6 +14,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use cli::{alive, output_within, signal, tessera_bin};
+use tessera_tests::have_program;
 use tessera_tests::mount::can_mount;
 
 const USER: u32 = 65534;
@@ -89,6 +91,15 @@ impl Drop for Rootless {
             signal(pid as u32, rustix::process::Signal::KILL);
         }
         let _ = rustix::mount::unmount(&self.mnt, rustix::mount::UnmountFlags::DETACH);
+        // Rootless podman leaves a pause process holding its user and mount namespaces.
+        let pause = self.runtime.join("libpod/tmp/pause.pid");
+        if let Some(pid) = std::fs::read_to_string(pause)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .filter(|p| alive(*p))
+        {
+            signal(pid, rustix::process::Signal::KILL);
+        }
     }
 }
 
@@ -150,4 +161,68 @@ fn a_user_who_is_not_root_can_init_mount_write_commit_and_umount() {
     u.ok(&["export", "next", "-o", exported.to_str().unwrap()]);
     let listing = u.sh("tar -xOf next.tar ./etc/motd 2>/dev/null || tar -xOf next.tar etc/motd");
     assert_eq!(listing, "changed\n");
+}
+
+/// Rootless podman (`podman run --rootfs`) runs a container on a user's Tessera mount: the
+/// container sees the image's files, what it writes lands in the Tessera container (the user
+/// reads it on the mount, a commit holds it). The user has no /etc/subuid range, so podman
+/// maps only the user's own uid (root in the container), and `--network=none` needs no
+/// slirp4netns. The options go before the mount point: `--rootfs` is a switch, and the first
+/// argument after the options is the root, the rest the command.
+#[test]
+fn rootless_podman_runs_a_container_on_a_users_mount() {
+    if !can_mount()
+        || !dev_fuse_is_open_to_users()
+        || !have_program("/usr/bin/podman")
+        || !have_program("/bin/busybox")
+    {
+        return;
+    }
+    let u = Rootless::new();
+    u.sh(
+        "mkdir -p src/bin src/etc src/proc src/dev src/sys src/tmp && cp /bin/busybox src/bin/ \
+          && ln -s busybox src/bin/sh && ln -s busybox src/bin/cat \
+          && echo from-the-image > src/etc/motd",
+    );
+    u.ok(&["init"]);
+    u.ok(&[
+        "import",
+        u.home.join("src").to_str().unwrap(),
+        "--name",
+        "bb",
+    ]);
+    u.ok(&["create", "c1", "--from", "bb"]);
+    let mnt = u.mnt.to_str().unwrap();
+    u.ok(&["mount", "c1", mnt]);
+    let script = "cat /etc/motd; echo written-in-podman > /etc/motd; busybox id -u";
+    let out = u.run_program(
+        Path::new("/usr/bin/podman"),
+        &[
+            "run",
+            "--rm",
+            "--network=none",
+            "--rootfs",
+            mnt,
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "podman run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-the-image\n0\n");
+    assert_eq!(u.sh("cat mnt/etc/motd"), "written-in-podman\n");
+    u.ok(&["commit", "c1", "--name", "next"]);
+    u.ok(&["umount", mnt]);
+    u.ok(&[
+        "export",
+        "next",
+        "-o",
+        u.home.join("next.tar").to_str().unwrap(),
+    ]);
+    let motd = u.sh("tar -xOf next.tar ./etc/motd 2>/dev/null || tar -xOf next.tar etc/motd");
+    assert_eq!(motd, "written-in-podman\n");
 }
