@@ -110,8 +110,8 @@ pub struct PackObject {
     pub index: Vec<u8>,
 }
 
-/// The pack and index format of remote packs: version 1, uncompressed blocks (a reader
-/// fetches exactly a block's bytes with one ranged GET). A store's packs may be compressed
+/// The pack and index format of remote packs: version 1, uncompressed blocks, unpadded (a
+/// reader fetches exactly a block's bytes with one ranged GET). A store's packs may be compressed
 /// (version 2); what it uploads is built anew from the blocks, as this format.
 const REMOTE_PACK_VERSION: u32 = 1;
 
@@ -130,10 +130,11 @@ pub fn encode_pack(block_size: u32, blocks: &[(BlockId, &[u8])]) -> PackObject {
         .collect();
     bytes.extend_from_slice(&pack::encode_segment_header(&lens));
     let mut entries = Vec::with_capacity(blocks.len());
+    // Blocks follow each other without the padding a local pack has for O_DIRECT reads: a
+    // remote pack is only ever read by ranges its index names.
     for (id, data) in blocks {
         entries.push((*id, Entry::plain(bytes.len() as u64, data.len() as u32)));
         bytes.extend_from_slice(data);
-        bytes.resize(pack::aligned(bytes.len() as u64) as usize, 0);
     }
     let name = PackName(blake3::hash(&bytes).to_hex().to_string());
     let index = pack_index::encode(REMOTE_PACK_VERSION, 0, bytes.len() as u64, &mut entries);
