@@ -136,25 +136,33 @@ impl RemotePacks {
         mut budget: usize,
         following: u64,
     ) -> Plan {
-        // Per pack: the span the read covers, and whether one of its missing blocks is short.
-        let mut spans: HashMap<Arc<PackName>, (u64, u64, bool)> = HashMap::new();
+        // Per pack: the span the read covers, whether one of its blocks is short (the end of a
+        // file), and whether one of those is missing.
+        let mut spans: HashMap<Arc<PackName>, (u64, u64, bool, bool)> = HashMap::new();
         let wanted: HashSet<&BlockId> = missing.iter().collect();
         {
             let known = self.known.read().unwrap();
             for id in touched {
                 if let Some(at) = known.get(id) {
                     let (start, end) = (at.entry.offset, at.entry.offset + at.entry.len as u64);
-                    let short = wanted.contains(id)
-                        && !at.entry.compressed
-                        && at.entry.len < self.block_size;
-                    let span = spans.entry(at.pack.clone()).or_insert((start, end, short));
-                    *span = (span.0.min(start), span.1.max(end), span.2 || short);
+                    let short = !at.entry.compressed && at.entry.len < self.block_size;
+                    let fetch_short = short && wanted.contains(id);
+                    let span =
+                        spans
+                            .entry(at.pack.clone())
+                            .or_insert((start, end, short, fetch_short));
+                    *span = (
+                        span.0.min(start),
+                        span.1.max(end),
+                        span.2 || short,
+                        span.3 || fetch_short,
+                    );
                 }
             }
         }
         let mut plan = Plan::default();
         let mut streams = self.streams.0.lock().unwrap();
-        for (pack, (start, end, short)) in spans {
+        for (pack, (start, end, short, fetch_short)) in spans {
             let blocks_from = |from: u64, to: u64, out: &mut Vec<BlockId>| -> u64 {
                 let order = self.order_of(&pack);
                 let first = order.partition_point(|(offset, _, _)| *offset < from);
@@ -218,7 +226,7 @@ impl RemotePacks {
                 // Inside what the stream covers, out of order: nothing changes.
                 Some(s) if end + MAX_WINDOW >= s.last && start <= s.end + SLACK => {}
                 _ => {
-                    let upto = match short {
+                    let upto = match fetch_short {
                         true => blocks_from(end, end + NEIGHBOURS, &mut plan.now),
                         false => end,
                     };
