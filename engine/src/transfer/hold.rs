@@ -9,20 +9,16 @@
 //! A lazy pull writes its hold under a pull lease (`lease.rs`), after waiting for any gc under
 //! way: a gc that started before sees the lease and deletes nothing; one that starts after
 //! reads the hold. The hold names the packs holding the remote blocks the store's layers
-//! reference (`Store::write_own_hold`), so it shrinks as well as grows: it is rewritten at
+//! reference (`Store::write_own_hold`, in transfer/mod.rs), so it shrinks as well as grows: it is rewritten at
 //! every lazy pull and at every `tessera gc` of the store — a store that removed a lazily
 //! pulled image lets its packs go at its next gc. Both compute and write it under the store's
 //! `hold_lock`, so a gc cannot write a hold that misses an image a pull just published.
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::maintenance::mark;
 use crate::store::remote::Remote;
 use crate::store::remote::bucket::{self, PackName};
-use crate::store_dir::{Store, existing_hold_id, hold_id};
 
 /// The object a backed store writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,37 +39,6 @@ pub struct HoldInfo {
     pub packs: usize,
     /// When it was last written, by the server's clock (ms since the epoch).
     pub written_ms: i64,
-}
-
-impl Store {
-    /// Rewrites this store's hold on the remote it is backed by: the packs holding the remote
-    /// blocks its layers reference (or live views, from memory) — what it may still read
-    /// from the remote, cached locally or not. Makes the hold first when `create` (a lazy
-    /// pull); else a store without one has nothing to rewrite. Returns the hold's id and how
-    /// many packs it names; `None` for a store without a remote or a hold. The caller holds
-    /// `hold_lock`.
-    pub(crate) fn write_own_hold(&self, create: bool) -> Result<Option<(String, usize)>> {
-        let Some(packs) = self.blocks().remote_packs() else {
-            return Ok(None);
-        };
-        let (io, layout) = (&self.inner.io, &self.inner.layout);
-        let id = match create {
-            true => hold_id(io, layout)?,
-            false => match existing_hold_id(io, layout)? {
-                Some(id) => id,
-                None => return Ok(None),
-            },
-        };
-        let mut referenced = mark::mark(self)?.blocks;
-        referenced.extend(mark::unflushed(self));
-        let held: BTreeSet<PackName> = referenced
-            .iter()
-            .filter_map(|block| packs.location(block).map(|(pack, _)| pack))
-            .collect();
-        let held: Vec<PackName> = held.into_iter().collect();
-        write_hold(packs.remote(), &id, &held)?;
-        Ok(Some((id, held.len())))
-    }
 }
 
 /// Writes (replaces) the hold of store `id` on the packs `packs`.

@@ -5,10 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::bucket::{self, PackName};
-use super::remote_packs::{RemoteBlock, RemotePacks};
+use super::remote_packs::{RemoteBlock, RemotePacks, Stream};
 use crate::error::{Error, Result};
 use crate::ids::BlockId;
 
@@ -25,20 +25,6 @@ const SLACK: u64 = 8 * 1024;
 /// How many windows a stream keeps fetched or in flight ahead of its reader.
 const AHEAD: u64 = 4;
 
-/// Per pack, how far reads through it in order have got, and how far fetches went ahead.
-#[derive(Default)]
-pub(super) struct Streams(Mutex<HashMap<Arc<PackName>, Stream>>);
-
-#[derive(Clone, Copy)]
-struct Stream {
-    /// Where the reads in order had got to.
-    last: u64,
-    /// Where what was fetched or is in flight ends.
-    end: u64,
-    /// The window fetched ahead, doubled by each read that continues the stream (0: none).
-    window: u64,
-}
-
 /// What a read fetches besides its blocks (see `RemotePacks::plan`).
 #[derive(Default)]
 pub(super) struct Plan {
@@ -47,9 +33,6 @@ pub(super) struct Plan {
     /// Windows fetched in the background, one ranged GET each.
     pub(super) later: Vec<Vec<BlockId>>,
 }
-
-/// A block's place in its pack, in the pack's order.
-pub(super) type Placed = (u64, u32, BlockId);
 
 impl RemotePacks {
     /// Fetches blocks: per pack, the ranges are coalesced into as few ranged GETs as gaps of

@@ -3,11 +3,10 @@
 //! uploads of blocks the remote lacks. Used by the remote-backed store and by push and pull.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::Remote;
 use super::bucket::{self, IndexEntries, PackName};
-use super::fetch::{Placed, Streams};
 use crate::error::{IoContext, Result};
 use crate::format::pack_index::Entry;
 use crate::ids::BlockId;
@@ -19,6 +18,24 @@ use crate::layout::StoreLayout;
 pub(super) struct RemoteBlock {
     pub(super) pack: Arc<PackName>,
     pub(super) entry: Entry,
+}
+
+/// A block's place in its pack, in the pack's order.
+pub(super) type Placed = (u64, u32, BlockId);
+
+/// Per pack, how far reads through it in order have got, and how far fetches went ahead
+/// (`RemotePacks::plan`, in fetch.rs).
+#[derive(Default)]
+pub(super) struct Streams(pub(super) Mutex<HashMap<Arc<PackName>, Stream>>);
+
+#[derive(Clone, Copy)]
+pub(super) struct Stream {
+    /// Where the reads in order had got to.
+    pub(super) last: u64,
+    /// Where what was fetched or is in flight ends.
+    pub(super) end: u64,
+    /// The window fetched ahead, doubled by each read that continues the stream (0: none).
+    pub(super) window: u64,
 }
 
 pub struct RemotePacks {
