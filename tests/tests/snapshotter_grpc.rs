@@ -73,6 +73,19 @@ async fn connect(socket: PathBuf) -> SnapshotsClient<Channel> {
     SnapshotsClient::new(channel)
 }
 
+/// Runs `body` with a client of the snapshotter at `socket`, on a runtime of its own: dropping
+/// the runtime closes the connection (else the snapshotter's stop would wait for it).
+fn session(socket: &Path, body: impl AsyncFnOnce(&mut SnapshotsClient<Channel>)) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = connect(socket.to_path_buf()).await;
+        body(&mut c).await;
+    });
+}
+
 fn code<T: std::fmt::Debug>(r: Result<T, containerd_snapshots::tonic::Status>) -> Code {
     r.expect_err("an error").code()
 }
@@ -134,16 +147,7 @@ fn bad_requests_get_containerds_codes_and_a_restart_loses_nothing() {
     let cli = Cli::bare();
     let socket = cli.path("snapshotter.sock");
     let mut server = Server::start(&cli, &socket);
-    // A runtime per session: dropping it closes the connection (else the snapshotter's
-    // stop would wait for it).
-    let rt = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    rt().block_on(async {
-        let mut c = connect(socket.clone()).await;
+    session(&socket, async |c| {
         let mounts = c
             .prepare(prepare("a", ""))
             .await
@@ -248,8 +252,7 @@ fn bad_requests_get_containerds_codes_and_a_restart_loses_nothing() {
     // A restart: the same snapshots, kinds, parents and labels, and mounts that work.
     server.stop();
     let mut server = Server::start(&cli, &socket);
-    rt().block_on(async {
-        let mut c = connect(socket.clone()).await;
+    session(&socket, async |c| {
         let info = c
             .stat(stat("a-done"))
             .await
@@ -301,8 +304,7 @@ fn bad_requests_get_containerds_codes_and_a_restart_loses_nothing() {
     cli.ok(&["create", "ctd-999", "--from", "ctd-empty"]);
     cli.ok(&["commit", "ctd-999", "--name", "ctd-998"]);
     cli.ok(&["create", "mine", "--from", "ctd-empty"]);
-    rt().block_on(async {
-        let mut c = connect(socket.clone()).await;
+    session(&socket, async |c| {
         c.cleanup(Request::new(CleanupRequest {
             snapshotter: SN.into(),
         }))
@@ -343,12 +345,7 @@ fn walk_answers_containerds_filters() {
     let cli = Cli::bare();
     let socket = cli.path("snapshotter.sock");
     let mut server = Server::start(&cli, &socket);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut c = connect(socket.clone()).await;
+    session(&socket, async |c| {
         // Two committed layers (one a gc root), an active snapshot on one, a view on the other.
         for (key, name, root) in [("app", "app-base", true), ("box", "box-base", false)] {
             c.prepare(prepare(key, "")).await.unwrap();
@@ -376,34 +373,32 @@ fn walk_answers_containerds_filters() {
         .unwrap();
 
         let all = ["active", "app-base", "box-base", "view"];
-        assert_eq!(walk(&mut c, &[]).await.unwrap(), all);
+        assert_eq!(walk(c, &[]).await.unwrap(), all);
         assert_eq!(
-            walk(&mut c, &["kind==committed"]).await.unwrap(),
+            walk(c, &["kind==committed"]).await.unwrap(),
             ["app-base", "box-base"]
         );
         assert_eq!(
-            walk(&mut c, &[r#"labels."containerd.io/gc.root""#])
+            walk(c, &[r#"labels."containerd.io/gc.root""#])
                 .await
                 .unwrap(),
             ["app-base"]
         );
         assert_eq!(
-            walk(&mut c, &["name~=^a"]).await.unwrap(),
+            walk(c, &["name~=^a"]).await.unwrap(),
             ["active", "app-base"]
         );
         assert_eq!(
-            walk(&mut c, &["kind==view", "parent==app-base"])
-                .await
-                .unwrap(),
+            walk(c, &["kind==view", "parent==app-base"]).await.unwrap(),
             ["active", "view"]
         );
         assert_eq!(
-            walk(&mut c, &["kind!=committed,labels.k==active"])
+            walk(c, &["kind!=committed,labels.k==active"])
                 .await
                 .unwrap(),
             ["active"]
         );
-        let bad = walk(&mut c, &["kind==view", "kind=committed"])
+        let bad = walk(c, &["kind==view", "kind=committed"])
             .await
             .expect_err("a malformed filter");
         assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
@@ -413,9 +408,8 @@ fn walk_answers_containerds_filters() {
         for key in ["active", "view", "app-base", "box-base"] {
             c.remove(remove(key)).await.unwrap();
         }
-        assert!(walk(&mut c, &[]).await.unwrap().is_empty());
+        assert!(walk(c, &[]).await.unwrap().is_empty());
     });
-    drop(rt);
     server.stop();
 }
 
@@ -448,12 +442,7 @@ fn requests_run_at_once_and_leave_the_database_and_the_store_agreeing() {
     let cli = Cli::bare();
     let socket = cli.path("snapshotter.sock");
     let mut server = Server::start(&cli, &socket);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut c = connect(socket.clone()).await;
+    session(&socket, async |c| {
         let base = c.prepare(prepare("base", "")).await.unwrap().into_inner();
         std::fs::write(Path::new(&base.mounts[0].source).join("f"), b"base\n").unwrap();
         c.commit(commit("base-done", "base")).await.unwrap();
@@ -495,7 +484,7 @@ fn requests_run_at_once_and_leave_the_database_and_the_store_agreeing() {
             Err(e) => assert_eq!(e.code(), Code::FailedPrecondition, "{e}"),
             Ok(_) => assert_eq!(on_p2, 0, "made on a removed parent"),
         }
-        assert_consistent(&mut c, &cli).await;
+        assert_consistent(c, &cli).await;
 
         // The ones made are committed at once, each with a file of its own.
         let mut set = tokio::task::JoinSet::new();
@@ -519,8 +508,7 @@ fn requests_run_at_once_and_leave_the_database_and_the_store_agreeing() {
                 .unwrap();
             assert_eq!(info.kind, Kind::Committed as i32);
         }
-        assert_consistent(&mut c, &cli).await;
+        assert_consistent(c, &cli).await;
     });
-    drop(rt);
     server.stop();
 }

@@ -103,6 +103,11 @@ fn not_found(key: &str) -> Status {
     Status::not_found(format!("snapshot {key:?} does not exist"))
 }
 
+/// The record of snapshot `key`, or containerd's NotFound.
+fn record<'a>(db: &'a Db, key: &str) -> Result<&'a Record, Status> {
+    db.snapshots.get(key).ok_or_else(|| not_found(key))
+}
+
 impl TesseraSnapshotter {
     /// Opens the snapshotter state in `root` (created if missing) for the store at `store`,
     /// whose daemon must already run (it serves the mounts).
@@ -293,23 +298,13 @@ impl containerd_snapshots::Snapshotter for TesseraSnapshotter {
 
     async fn stat(&self, key: String) -> Result<Info, Status> {
         let state = self.state.lock().unwrap();
-        let r = state
-            .db
-            .snapshots
-            .get(&key)
-            .ok_or_else(|| not_found(&key))?;
-        Ok(Self::info(&key, r))
+        Ok(Self::info(&key, record(&state.db, &key)?))
     }
 
     async fn update(&self, info: Info, fieldpaths: Option<Vec<String>>) -> Result<Info, Status> {
         let key = info.name.clone();
         let mut state = self.lock_free(&[&key]);
-        let mut record = state
-            .db
-            .snapshots
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| not_found(&key))?;
+        let mut record = record(&state.db, &key)?.clone();
         let paths = fieldpaths.unwrap_or_default();
         if paths.is_empty() {
             record.labels = info.labels.clone();

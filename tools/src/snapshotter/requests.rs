@@ -12,7 +12,7 @@ use tessera::stats::StatsReport;
 use tessera_daemon::Request;
 
 use super::db::{EMPTY_IMAGE, Kind, Record};
-use super::{TesseraSnapshotter, internal, not_found};
+use super::{TesseraSnapshotter, internal, not_found, record};
 
 impl TesseraSnapshotter {
     /// Prepare and View: a container on the parent's image.
@@ -124,12 +124,7 @@ impl TesseraSnapshotter {
         labels: HashMap<String, String>,
     ) -> Result<(), Status> {
         let mut state = self.lock_free(&[&key, &name]);
-        let active = state
-            .db
-            .snapshots
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| not_found(&key))?;
+        let active = record(&state.db, &key)?.clone();
         if active.kind != Kind::Active {
             return Err(Status::failed_precondition(format!(
                 "snapshot {key:?} is not active"
@@ -174,12 +169,7 @@ impl TesseraSnapshotter {
 
     pub(super) fn remove_snapshot(&self, key: String) -> Result<(), Status> {
         let mut state = self.lock_free(&[&key]);
-        let record = state
-            .db
-            .snapshots
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| not_found(&key))?;
+        let record = record(&state.db, &key)?.clone();
         if state.db.has_children(&key) || state.pending_children.contains_key(&key) {
             return Err(Status::failed_precondition(format!(
                 "snapshot {key:?} has children"
