@@ -118,10 +118,10 @@ pub fn clear_stale(path: &Path) -> io::Result<()> {
 /// else with a forced unmount (MNT_FORCE makes FUSE abort the connection even while the
 /// mount is busy).
 pub fn abort_connection(path: &Path) {
-    let Ok(meta) = std::fs::metadata(path) else {
+    let Some(id) = connection_of(path) else {
         return;
     };
-    if !abort_connection_id(libc::minor(meta.dev()) as u64) {
+    if !abort_connection_id(id) {
         match rustix::mount::unmount(path, rustix::mount::UnmountFlags::FORCE) {
             Ok(()) | Err(rustix::io::Errno::BUSY) => {}
             Err(e) => tracing::warn!(
