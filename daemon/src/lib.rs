@@ -5,10 +5,14 @@
 //!   against an open `Store` and answers a typed [`Reply`] (`reply`).
 //! - [`server`]: the daemon, the one process that owns an open store and serves every mount
 //!   of it, listening on the store's control socket (`protocol`: one JSON line each way).
+//! - [`keeper`]: the process that keeps mounts up while daemons come and go ([`kept`]: a
+//!   daemon's link to it).
 //! - [`client`]: runs a request through the store's daemon when one runs, else in the
 //!   caller's process (the same `execute` either way); starts a daemon.
 
 pub mod client;
+pub mod keeper;
+pub mod kept;
 pub mod malloc;
 pub mod paths;
 pub mod protocol;

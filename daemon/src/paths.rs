@@ -18,10 +18,12 @@ fn runtime_dir() -> PathBuf {
     }
 }
 
-/// The socket and log paths of the daemon of the store at `store`.
+/// The socket, log and keeper paths of the daemon of the store at `store`.
 pub struct DaemonPaths {
     pub socket: PathBuf,
     pub log: PathBuf,
+    /// The keeper's socket (see `keeper`).
+    pub keeper: PathBuf,
 }
 
 impl DaemonPaths {
@@ -38,6 +40,7 @@ impl DaemonPaths {
         Ok(DaemonPaths {
             socket: dir.join(format!("{name}.sock")),
             log: dir.join(format!("{name}.log")),
+            keeper: dir.join(format!("{name}.keeper")),
         })
     }
 

@@ -69,6 +69,14 @@ pub struct Stopping {
     pub stopping: u32,
 }
 
+/// `daemon restart`: the daemon handing its mounts over, and its keeper, which starts the next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restarting {
+    pub handing_over: u32,
+    pub keeper: u32,
+    pub mounts: usize,
+}
+
 /// One mount of a daemon's status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MountStatus {
@@ -101,6 +109,9 @@ pub struct RemoteStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonStatus {
     pub pid: u32,
+    /// The process that keeps the mounts up across daemons (`keeper`), if any.
+    #[serde(default)]
+    pub keeper: Option<u32>,
     pub store: PathBuf,
     pub mounts: Vec<MountStatus>,
     pub dirty_bytes: u64,
@@ -164,6 +175,7 @@ replies!(
     Unmounted(Unmounted) = "unmounted",
     Status(DaemonStatus) = "status",
     Stopping(Stopping) = "stopping",
+    Restarting(Restarting) = "restarting",
 );
 
 impl Reply {

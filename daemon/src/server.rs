@@ -16,10 +16,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use tessera::{ErrorKind, Store};
 use tessera_fusefs::{Mount, MountConfig};
 
+use crate::keeper::HANDOVER_EXIT;
+use crate::kept::{HeldMount, KeeperLink};
 use crate::paths::DaemonPaths;
 use crate::protocol::{self, Answer};
 use crate::reply::{
-    self, CacheStatus, DaemonStatus, MountStatus, RemoteStatus, Reply, Stopping, Unmounted,
+    self, CacheStatus, DaemonStatus, MountStatus, RemoteStatus, Reply, Restarting, Stopping,
+    Unmounted,
 };
 use crate::service::{self, Request};
 
@@ -65,7 +68,12 @@ struct Daemon {
     stopping: AtomicBool,
     /// Runs on with no mounts (else it exits after its last unmount).
     persist: bool,
+    /// The keeper that holds every mount's descriptor (`keeper`), when one started us.
+    keeper: Option<KeeperLink>,
 }
+
+/// How long a hand-over waits for the requests being served.
+const QUIESCE: Duration = Duration::from_secs(30);
 
 impl Daemon {
     fn request_stop(&self) {
@@ -94,15 +102,21 @@ impl Daemon {
         // fails at write(2) with ENOSPC, as on ext4 or xfs, not later at write back (fsync,
         // close) with the kernel's cache showing bytes that were never stored.
         let write_through = write_through || volume.size_limit().is_some();
-        let config = MountConfig {
-            share_memory,
-            writeback_cache: !write_through,
-            fsname: format!("tessera:{container}"),
-            ..MountConfig::default()
-        };
-        let mount = Mount::new(volume, &mountpoint, config)
-            .with_context(|| format!("mounting {container} at {}", mountpoint.display()))?;
+        let mount = Mount::new(
+            volume,
+            &mountpoint,
+            self.mount_config(&container, write_through, share_memory),
+        )
+        .with_context(|| format!("mounting {container} at {}", mountpoint.display()))?;
         tracing::info!("mounted {container} at {}", mountpoint.display());
+        let held = HeldMount {
+            container: container.clone(),
+            mountpoint: mountpoint.clone(),
+            share_memory,
+            write_through,
+            inheritance: mount.inheritance(false),
+        };
+        self.hold(&held, &mount);
         self.mounts.lock().unwrap().insert(
             mountpoint.clone(),
             Mounted {
@@ -116,6 +130,145 @@ impl Daemon {
         Ok(reply::Mounted {
             container,
             mountpoint,
+        })
+    }
+
+    fn mount_config(
+        &self,
+        container: &str,
+        write_through: bool,
+        share_memory: bool,
+    ) -> MountConfig {
+        MountConfig {
+            share_memory,
+            writeback_cache: !write_through,
+            kept: self.keeper.is_some(),
+            fsname: format!("tessera:{container}"),
+            ..MountConfig::default()
+        }
+    }
+
+    /// Has the keeper hold a copy of the mount's descriptor (and what the next daemon needs).
+    fn hold(&self, held: &HeldMount, mount: &Mount) {
+        let Some(keeper) = &self.keeper else {
+            return;
+        };
+        let held = mount
+            .device()
+            .map_err(anyhow::Error::from)
+            .and_then(|fd| keeper.hold(held, &fd));
+        if let Err(e) = held {
+            tracing::warn!(
+                "the keeper does not hold {} ({e:#}): the mount ends with this daemon",
+                mount.mountpoint().display()
+            );
+        }
+    }
+
+    /// The mount is gone: the keeper lets go of its descriptor.
+    fn release(&self, mountpoint: &Path) {
+        if let Some(keeper) = &self.keeper
+            && let Err(e) = keeper.release(mountpoint)
+        {
+            tracing::warn!("telling the keeper {} is gone: {e:#}", mountpoint.display());
+        }
+    }
+
+    /// Serves on a mount an earlier daemon made (it outlived that daemon in the keeper).
+    fn adopt(&self, held: HeldMount, device: std::os::fd::OwnedFd) -> Result<()> {
+        let HeldMount {
+            container,
+            mountpoint,
+            share_memory,
+            write_through,
+            inheritance,
+        } = held;
+        let volume = self.store.open_container(&container)?;
+        let config = self.mount_config(&container, write_through, share_memory);
+        let mount = Mount::adopt(volume, &mountpoint, device, config, &inheritance)
+            .with_context(|| format!("serving {container} at {} again", mountpoint.display()))?;
+        let how = match inheritance.handles {
+            Some(h) => format!("handed over, {} open files", h.files.len()),
+            None => "its daemon was killed".into(),
+        };
+        tracing::info!(
+            "serving {container} at {} again ({how})",
+            mountpoint.display()
+        );
+        let held = HeldMount {
+            container: container.clone(),
+            mountpoint: mountpoint.clone(),
+            share_memory,
+            write_through,
+            inheritance: mount.inheritance(false),
+        };
+        self.hold(&held, &mount);
+        self.mounts.lock().unwrap().insert(
+            mountpoint,
+            Mounted {
+                container,
+                share_memory,
+                write_through,
+                mount,
+            },
+        );
+        self.had_mount.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Hands every mount over to the next daemon: stops taking requests, waits for those
+    /// being served, makes everything durable and leaves the open handles with the keeper.
+    /// The caller exits (with `HANDOVER_EXIT`) once the client has its answer.
+    fn hand_over(&self) -> Result<Restarting> {
+        let Some(keeper) = &self.keeper else {
+            bail!(
+                "this daemon has no keeper (it runs in the foreground, or an older build \
+                 started it): stop it and mount again"
+            );
+        };
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            bail!("the tessera daemon is stopping");
+        }
+        let mounts = self.mounts.lock().unwrap();
+        let mut quiesced: Vec<&Mount> = Vec::new();
+        for m in mounts.values() {
+            if let Err(e) = m.mount.quiesce(QUIESCE) {
+                for q in quiesced {
+                    q.resume();
+                }
+                self.stopping.store(false, Ordering::SeqCst);
+                return Err(e.into());
+            }
+            quiesced.push(&m.mount);
+        }
+        let handed = self
+            .store
+            .sync()
+            .context("flushing before the hand-over")
+            .and_then(|()| {
+                mounts.iter().try_for_each(|(path, m)| {
+                    keeper.update(&HeldMount {
+                        container: m.container.clone(),
+                        mountpoint: path.clone(),
+                        share_memory: m.share_memory,
+                        write_through: m.write_through,
+                        inheritance: m.mount.inheritance(true),
+                    })
+                })
+            });
+        if let Err(e) = handed {
+            quiesced.iter().for_each(|q| q.resume());
+            self.stopping.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
+        let count = quiesced.len();
+        drop(quiesced);
+        // Held until the process exits: nothing may unmount or change them now.
+        std::mem::forget(mounts);
+        Ok(Restarting {
+            handing_over: std::process::id(),
+            keeper: keeper_pid().unwrap_or(0),
+            mounts: count,
         })
     }
 
@@ -152,6 +305,7 @@ impl Daemon {
             }
             Err((None, e)) => bail!("unmounting {}: {e}", mountpoint.display()),
         }
+        self.release(mountpoint);
         tracing::info!("unmounted {container} from {}", mountpoint.display());
         // The last one: the daemon exits now (the client waits for that, so a command typed
         // next finds the store free), unless a mount comes in first.
@@ -182,6 +336,7 @@ impl Daemon {
             .collect();
         DaemonStatus {
             pid: std::process::id(),
+            keeper: self.keeper.as_ref().and_then(|_| keeper_pid()),
             store: self.store_path.clone(),
             mounts,
             dirty_bytes: self.store.dirty_bytes(),
@@ -215,8 +370,13 @@ impl Daemon {
                 Err(e) => Answer::Error(crate::error_line(&e)),
             },
         };
+        let handed_over = matches!(&answer, Answer::Ok(r) if matches!(**r, Reply::Restarting(_)));
         if let Err(e) = protocol::write_answer(&stream, &answer) {
             tracing::warn!("replying to a client: {e}");
+        }
+        if handed_over {
+            tracing::info!("daemon {} handed its mounts over", std::process::id());
+            std::process::exit(HANDOVER_EXIT);
         }
         self.active.fetch_sub(1, Ordering::SeqCst);
     }
@@ -238,6 +398,7 @@ impl Daemon {
                 .map(Reply::Mounted),
             Request::Umount { mountpoint } => self.umount(&mountpoint).map(Reply::Unmounted),
             Request::Status => Ok(Reply::Status(self.status())),
+            Request::Restart => self.hand_over().map(Reply::Restarting),
             Request::Stop => {
                 self.request_stop();
                 Ok(Reply::Stopping(Stopping {
@@ -256,6 +417,7 @@ impl Daemon {
             if let Err(e) = m.mount.force_unmount() {
                 tracing::error!("unmounting {}: {e}", path.display());
             }
+            self.release(&path);
         }
     }
 }
@@ -270,9 +432,19 @@ pub fn run(store_path: &Path, options: DaemonOptions) -> Result<()> {
     paths.create_dir()?;
     // The daemon before this one may still be flushing on its way out (its socket already
     // gone, so a `tessera mount` started this one): wait a little for its store lock.
+    // Mounts an earlier daemon served, which its keeper kept up: this daemon serves them on.
+    let keeper = KeeperLink::from_env(&paths.keeper)?;
+    let inherited = match &keeper {
+        Some(keeper) => keeper
+            .take()
+            .context("taking the mounts back from the keeper")?,
+        None => Vec::new(),
+    };
     let waiting = Instant::now();
     let store = loop {
-        let options = service::store_options().block_cache_bytes(options.cache_bytes);
+        let options = service::store_options()
+            .block_cache_bytes(options.cache_bytes)
+            .inherited_mounts(!inherited.is_empty());
         match Store::open(store_path, options) {
             Err(e) if e.kind() == ErrorKind::Locked && waiting.elapsed() < LOCK_WAIT => {
                 std::thread::sleep(Duration::from_millis(50));
@@ -298,7 +470,18 @@ pub fn run(store_path: &Path, options: DaemonOptions) -> Result<()> {
         active: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
         persist: options.persist,
+        keeper,
     });
+    for (held, device) in inherited {
+        let mountpoint = held.mountpoint.clone();
+        if let Err(e) = daemon.adopt(held, device) {
+            // Nobody can serve it: let it go (its processes get ENOTCONN) and detach it.
+            tracing::error!("{e:#}: detaching {}", mountpoint.display());
+            daemon.release(&mountpoint);
+            tessera_fusefs::mounts::abort_connection(&mountpoint);
+            let _ = tessera_fusefs::mounts::unmount(&mountpoint, true);
+        }
+    }
     if let Some(first) = options.initial_mount
         && let Err(e) = daemon.mount(first)
     {
@@ -375,4 +558,9 @@ fn spawn_signal_handler(daemon: Arc<Daemon>) -> Result<()> {
             }
         })?;
     Ok(())
+}
+
+/// The keeper that started this daemon (it gives its pid in the environment).
+fn keeper_pid() -> Option<u32> {
+    std::env::var(crate::kept::VAR).ok()?.parse().ok()
 }

@@ -112,6 +112,8 @@ pub enum Request {
     Status,
     /// Daemon only: flush, unmount everything and exit.
     Stop,
+    /// Daemon only: hand every mount over to a new daemon (its keeper starts it) and exit.
+    Restart,
 }
 
 /// Carries out one request (daemon-only ones excepted: the daemon answers those itself).
@@ -242,7 +244,11 @@ pub fn execute(store: &Store, request: Request) -> Result<Reply> {
             repack_below,
         })?),
         Request::Fsck { verify_data } => Reply::Fsck(store.fsck(&FsckOptions { verify_data })?),
-        Request::Mount { .. } | Request::Umount { .. } | Request::Status | Request::Stop => {
+        Request::Mount { .. }
+        | Request::Umount { .. }
+        | Request::Status
+        | Request::Stop
+        | Request::Restart => {
             anyhow::bail!("no tessera daemon runs for this store")
         }
     })

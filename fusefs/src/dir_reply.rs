@@ -33,7 +33,7 @@ fn listing(
         let parent = volume.parent_of(node(ino)).unwrap_or(node(ino));
         out.push((2, parent, tessera::FileKind::Dir, b"..".to_vec()));
     }
-    let entries = volume.readdir(DirHandle(fh.0), offset.saturating_sub(2))?;
+    let entries = volume.readdir(node(ino), DirHandle(fh.0), offset.saturating_sub(2))?;
     out.extend(
         entries
             .into_iter()

@@ -22,6 +22,7 @@ use crate::MountConfig;
 use crate::attr::{self, ATTR_TTL, ENTRY_TTL, NEGATIVE_TTL};
 use crate::convert::{caller, creator, fallocate_mode, node, ns, reply_empty, reply_sized};
 use crate::errno::errno;
+use crate::handover::{Handover, UNIQUE_RESEND};
 use crate::writeback::Writeback;
 use crate::{dir_reply, set_id};
 
@@ -31,17 +32,24 @@ pub struct TesseraFs {
     writeback: Arc<Writeback>,
     /// The kernel leaves the umask to us (FUSE_DONT_MASK): a default ACL replaces it.
     dont_mask: bool,
+    handover: Arc<Handover>,
 }
 
 pub(crate) const GENERATION: Generation = Generation(0);
 
 impl TesseraFs {
-    pub fn new(volume: Volume, config: MountConfig, writeback: Arc<Writeback>) -> TesseraFs {
+    pub fn new(
+        volume: Volume,
+        config: MountConfig,
+        writeback: Arc<Writeback>,
+        handover: Arc<Handover>,
+    ) -> TesseraFs {
         TesseraFs {
             volume,
             config,
             writeback,
-            dont_mask: false,
+            dont_mask: handover.dont_mask(),
+            handover,
         }
     }
 
@@ -58,6 +66,12 @@ impl TesseraFs {
             Ok(attr) => reply.entry(&ENTRY_TTL, &attr::file_attr(&attr), GENERATION),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    /// An fsync that cannot vouch for what a killed predecessor lost (see `handover`).
+    fn fsync_lost(&self, req: &Request, fh: FileHandle) -> bool {
+        let resent = req.unique().0 & UNIQUE_RESEND != 0;
+        self.handover.fsync_lost(&self.volume, fh.0, resent)
     }
 
     fn setattr_change(&self, ino: INodeNo, change: SetAttr) -> tessera::Result<tessera::Attr> {
@@ -89,6 +103,7 @@ impl fuser::Filesystem for TesseraFs {
         }
         let supported = config.capabilities() & wanted;
         self.dont_mask = supported.contains(InitFlags::FUSE_DONT_MASK);
+        self.handover.set_dont_mask(self.dont_mask);
         if let Err(missing) = config.add_capabilities(supported) {
             tracing::warn!("kernel refused FUSE capabilities {missing:?}");
         }
@@ -96,6 +111,10 @@ impl fuser::Filesystem for TesseraFs {
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
         Ok(())
+    }
+
+    fn enter(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(self.handover.enter())
     }
 
     fn destroy(&mut self) {
@@ -377,7 +396,10 @@ impl fuser::Filesystem for TesseraFs {
         reply_empty(self.volume.release(VolumeHandle(fh.0)), reply)
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
+    fn fsync(&self, req: &Request, ino: INodeNo, fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
+        if self.fsync_lost(req, fh) {
+            return reply.error(Errno::EIO);
+        }
         reply_empty(self.volume.fsync(node(ino)), reply)
     }
 
@@ -421,14 +443,10 @@ impl fuser::Filesystem for TesseraFs {
         reply_empty(self.volume.releasedir(DirHandle(fh.0)), reply)
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _ds: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn fsyncdir(&self, req: &Request, _ino: INodeNo, fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
+        if self.fsync_lost(req, fh) {
+            return reply.error(Errno::EIO);
+        }
         reply_empty(self.volume.fsyncdir(), reply)
     }
 

@@ -14,6 +14,7 @@ mod dir_reply;
 pub mod errno;
 mod fs;
 mod fusermount;
+mod handover;
 pub mod mounts;
 mod set_id;
 mod writeback;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fuser::{Config, MountOption, SessionACL};
+pub use handover::Inheritance;
 use tessera::Volume;
 use writeback::{Writeback, push_cached_writes};
 
@@ -42,6 +44,11 @@ pub struct MountConfig {
     /// number of CPUs, at least 4 — a thread waiting on an O_DIRECT pack read must not leave
     /// the CPUs idle (`tessera bench mount`: cold sequential reads 1.0 → 1.55 GiB/s on 2 CPUs).
     pub threads: usize,
+    /// A keeper process holds a copy of the mount's descriptor, so that the mount outlives
+    /// this process and another can serve it on (`handover`). Every serving thread then
+    /// reads that one descriptor: the unanswered requests of a cloned one die with the
+    /// process that holds it. Default off.
+    pub kept: bool,
     /// Shown as the source in /proc/mounts.
     pub fsname: String,
     /// Tests only: each WRITE request waits this long before the volume takes it (a slow
@@ -57,6 +64,7 @@ impl Default for MountConfig {
             writeback_cache: true,
             allow_other: rustix::process::geteuid().is_root(),
             threads: std::thread::available_parallelism().map_or(4, |n| n.get().max(4)),
+            kept: false,
             fsname: "tessera".into(),
             test_write_delay: std::time::Duration::ZERO,
         }
@@ -71,6 +79,11 @@ pub struct Mount {
     writeback: Arc<Writeback>,
     /// The FUSE connection (see `mounts::connection_of`).
     connection: Option<u64>,
+    /// A copy of the mount's /dev/fuse descriptor (see `handover`).
+    device: std::os::fd::OwnedFd,
+    handover: Arc<handover::Handover>,
+    /// Handles this process gives out start here (see `Inheritance::handle_base`).
+    handle_base: u64,
 }
 
 /// How long an unmounted mount's session may take to end before its connection is taken to
@@ -105,27 +118,33 @@ impl Mount {
         fuse_config.n_threads = Some(config.threads.max(1));
         let root = rustix::process::geteuid().is_root();
         // A cloned descriptor is a new open of /dev/fuse, which only root may do everywhere.
-        fuse_config.clone_fd = config.threads > 1 && root;
+        fuse_config.clone_fd = config.threads > 1 && root && !config.kept;
         volume.set_cache_reads(config.share_memory);
         let writeback = Writeback::idle();
         let writable = volume.is_writable();
         let fsname = config.fsname.clone();
         let allow_other = config.allow_other;
-        let filesystem = fs::TesseraFs::new(volume.clone(), config, writeback.clone());
+        let handover = Arc::new(handover::Handover::default());
+        let filesystem =
+            fs::TesseraFs::new(volume.clone(), config, writeback.clone(), handover.clone());
         let session = if root {
             fuser::Session::new(filesystem, mountpoint, &fuse_config)?
         } else {
             let options = fusermount::options(&fsname, writable, allow_other);
             let fd = fusermount::mount(mountpoint, &options)?;
             fuser::Session::from_fd(filesystem, fd, fuse_config.acl, fuse_config)?
-        }
-        .spawn()?;
+        };
+        use std::os::fd::AsFd;
+        let device = session.as_fd().try_clone_to_owned()?;
         let mount = Mount {
-            session: Some(session),
+            session: Some(session.spawn()?),
             mountpoint: mountpoint.to_path_buf(),
             volume,
             writeback,
             connection: mounts::connection_of(mountpoint),
+            device,
+            handover,
+            handle_base: 0,
         };
         mounts::raise_read_ahead(mountpoint);
         mount.start_writeback()?;

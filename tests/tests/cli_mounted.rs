@@ -198,7 +198,11 @@ fn sigterm_and_daemon_stop_flush_and_unmount() {
     });
     assert_eq!(cli.mounts().len(), 2);
     let pid = cli.daemon_pid().unwrap();
-    assert_eq!(cli.pids.lock().unwrap().len(), 1, "one daemon");
+    assert_eq!(
+        cli.pids.lock().unwrap().len(),
+        2,
+        "one daemon and its keeper"
+    );
 
     // SIGTERM: data written without fsync is durable once the daemon is gone.
     std::fs::write(m1.join("unsynced"), bytes(3, 3 << 20)).unwrap();
@@ -316,7 +320,8 @@ fn killed_daemon_leaves_nothing_that_blocks_the_next_mount() {
         cli.status()
     );
     let mut big = bytes(1, 1 << 20); // the image's big.bin (see cli::Cli::new)
-    signal(pid, rustix::process::Signal::KILL);
+    // With its keeper (which would otherwise start the next daemon on the same mounts).
+    assert_eq!(cli.kill_daemon_and_keeper(), pid);
     wait_dead(pid, Duration::from_secs(10));
     // statfs always asks the daemon (stat may come from the attribute cache for a while).
     let stale = rustix::fs::statfs(&m1).unwrap_err();
@@ -346,7 +351,7 @@ fn killed_daemon_leaves_nothing_that_blocks_the_next_mount() {
     assert_eq!(cli.mounts().len(), 1);
 
     // Killed again: with no daemon, umount clears the stale mount; the store works in process.
-    signal(pid2, rustix::process::Signal::KILL);
+    assert_eq!(cli.kill_daemon_and_keeper(), pid2);
     wait_dead(pid2, Duration::from_secs(10));
     assert!(cli.ok(&["umount", s(&m1)]).contains("stale"));
     assert!(!is_mounted(&m1));

@@ -83,12 +83,14 @@ impl Drop for Rootless {
     fn drop(&mut self) {
         // Nothing here may panic: stop the daemon, then detach whatever is left.
         let status = self.run_program(tessera_bin(), &["daemon", "status", "--json"]);
-        let pid = serde_json::from_slice::<serde_json::Value>(&status.stdout)
-            .ok()
-            .and_then(|s| s["pid"].as_u64());
+        let status = serde_json::from_slice::<serde_json::Value>(&status.stdout).ok();
+        let pid = |key: &str| status.as_ref().and_then(|s| s[key].as_u64());
         let _ = self.run_program(tessera_bin(), &["daemon", "stop"]);
-        if let Some(pid) = pid.filter(|p| alive(*p as u32)) {
-            signal(pid as u32, rustix::process::Signal::KILL);
+        // The keeper first: killed after the daemon, it would start another.
+        for pid in [pid("keeper"), pid("pid")].into_iter().flatten() {
+            if alive(pid as u32) {
+                signal(pid as u32, rustix::process::Signal::KILL);
+            }
         }
         let _ = rustix::mount::unmount(&self.mnt, rustix::mount::UnmountFlags::DETACH);
         // Rootless podman leaves a pause process holding its user and mount namespaces.

@@ -352,6 +352,11 @@ fn killed_daemon_loses_nothing_acknowledged() {
     let mut rng = Rng(seed);
     for round in 0..rounds {
         let pid = cli.daemon_pid().unwrap();
+        // The keeper goes first: this is the crash that takes the mounts down (a killed
+        // daemon under its keeper is `daemon_handover.rs`).
+        let keeper = cli.keeper_pid().unwrap();
+        signal(keeper, rustix::process::Signal::KILL);
+        wait_dead(keeper, Duration::from_secs(10));
         let delay = Duration::from_millis(50 + rng.below(700));
         let stop = Arc::new(AtomicBool::new(false));
         let killer = {

@@ -170,18 +170,6 @@ pub struct ContainerRecord {
     pub size_limit: Option<u64>,
 }
 
-impl serde::Serialize for LayerId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_u64(self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for LayerId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        u64::deserialize(d).map(LayerId)
-    }
-}
-
 pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialize")
 }

@@ -242,6 +242,13 @@ impl Writer<'_> {
         Ok(value)
     }
 
+    /// Moves counter `name` on by `by`: ids below the new value are never given out.
+    pub fn skip_ids(&mut self, name: &str, by: u64) -> Result<()> {
+        let value = self.counter(name)?.saturating_add(by);
+        self.put(Table::Counters, name.as_bytes(), &value.to_le_bytes());
+        Ok(())
+    }
+
     /// Deletes every node, directory entry and orphan record of a layer, and the layer.
     pub fn delete_layer(&mut self, layer: LayerId) -> Result<()> {
         let prefix = rec::layer_prefix(layer);

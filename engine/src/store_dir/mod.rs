@@ -219,7 +219,7 @@ impl Store {
             true => Some(store.open_log()?),
             false => None,
         };
-        store.sweep_leftovers()?;
+        store.sweep_leftovers(options.inherited_mounts)?;
         if let Some((log, records)) = log {
             store.replay_log(&log, records)?;
             let _ = store.inner.log.set(log);
@@ -231,13 +231,21 @@ impl Store {
         Ok(store)
     }
 
+    /// How far node ids skip ahead when a process inherits mounts: more than any process
+    /// gives out between two commits (one per 2 s at most, unless it creates 2^32 files).
+    const NODE_ID_SKIP: u64 = 1 << 32;
+
     /// Removes what a crash left unreachable: unpublished import layers and orphaned nodes
-    /// (open-but-unlinked files whose last close never came). Nothing is open yet.
-    fn sweep_leftovers(&self) -> Result<()> {
+    /// (open-but-unlinked files whose last close never came) — unless `inherited` mounts may
+    /// still have them open; those make node ids skip ahead instead (`inherited_mounts`).
+    fn sweep_leftovers(&self, inherited: bool) -> Result<()> {
         let meta = &self.inner.meta;
         let swept = meta.write(|w| {
             let mut swept = 0;
-            for (layer, node) in w.all_orphans()? {
+            if inherited {
+                w.skip_ids(crate::meta::records::NEXT_NODE, Self::NODE_ID_SKIP)?;
+            }
+            for (layer, node) in w.all_orphans()?.into_iter().filter(|_| !inherited) {
                 w.delete_node(layer, node);
                 w.delete_orphan(layer, node);
                 swept += 1;
@@ -252,6 +260,8 @@ impl Store {
         })?;
         if swept > 0 {
             tracing::info!("swept {swept} crash leftovers");
+        }
+        if swept > 0 || inherited {
             self.commit_metadata()?;
         }
         Ok(())

@@ -46,6 +46,12 @@ pub struct StoreOptions {
     /// The client of the remote the store is (or becomes, by a lazy pull) backed by. Default
     /// none: a store that a lazy pull backed by a remote connects with the AWS_* variables.
     pub remote: Option<crate::store::Remote>,
+    /// The opening process serves on mounts whose kernel connections outlived the process
+    /// before it (a daemon hand-over, or a daemon killed under its keeper). Files unlinked
+    /// while open may still be open there, so orphans are kept (not swept), and node ids
+    /// skip ahead of any that process gave out without making them durable, which the
+    /// kernel may still hold. Default false.
+    pub inherited_mounts: bool,
 }
 
 impl Default for StoreOptions {
@@ -64,6 +70,7 @@ impl Default for StoreOptions {
             io: None,
             blocks_in_memory: false,
             remote: None,
+            inherited_mounts: false,
         }
     }
 }
@@ -95,6 +102,10 @@ impl StoreOptions {
     }
     pub fn background_reclaim(mut self, yes: bool) -> Self {
         self.background_reclaim = yes;
+        self
+    }
+    pub fn inherited_mounts(mut self, yes: bool) -> Self {
+        self.inherited_mounts = yes;
         self
     }
     pub fn intent_log(mut self, yes: bool) -> Self {

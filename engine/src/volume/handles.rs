@@ -17,8 +17,20 @@ use crate::meta::records::Records;
 #[derive(Default)]
 pub(super) struct Handles {
     next: u64,
+    /// Handles below this number were given out by an earlier process serving the same
+    /// mount (a daemon that handed its mounts over, or was killed): the kernel may still
+    /// name them. Zero when the view's first process serves it.
+    base: u64,
     files: HashMap<u64, NodeId>,
     dirs: HashMap<u64, (NodeId, Arc<Vec<DirEntry>>)>,
+}
+
+/// The open handles of a view, as another process needs them to serve the same mount on:
+/// (handle, node) of each open file and directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OpenHandles {
+    pub files: Vec<(u64, NodeId)>,
+    pub dirs: Vec<(u64, NodeId)>,
 }
 
 impl Handles {
@@ -41,6 +53,44 @@ impl Volume {
         let fh = handles.allocate();
         handles.files.insert(fh, node);
         Ok(FileHandle(fh))
+    }
+
+    /// Every open handle (to hand a mount over to another process).
+    pub fn open_handles(&self) -> OpenHandles {
+        let handles = self.shared.handles.lock().unwrap();
+        let mut open = OpenHandles {
+            files: handles.files.iter().map(|(&fh, &n)| (fh, n)).collect(),
+            dirs: handles.dirs.iter().map(|(&dh, (n, _))| (dh, *n)).collect(),
+        };
+        open.files.sort_unstable();
+        open.dirs.sort_unstable();
+        open
+    }
+
+    /// Takes over the handles an earlier process serving this view's mount gave out: those
+    /// in `open` are open here as they were there (an adopted directory lists itself anew),
+    /// and new handles are numbered from `base` up, above every earlier one. A handle below
+    /// `base` that is not in `open` (its process was killed and its table lost) is taken as
+    /// open when it is used and closes quietly. Call before the view serves anything.
+    pub fn adopt_handles(&self, base: u64, open: &OpenHandles) -> Result<()> {
+        let stack = self.stack();
+        for &(_, node) in open.files.iter().chain(&open.dirs) {
+            self.state(&stack, node)?
+                .open
+                .fetch_add(1, Ordering::SeqCst);
+        }
+        let mut handles = self.shared.handles.lock().unwrap();
+        handles.base = base;
+        handles.next = handles.next.max(base);
+        handles.files.extend(open.files.iter().copied());
+        let adopted = open.dirs.iter().map(|&(dh, n)| (dh, (n, Arc::default())));
+        handles.dirs.extend(adopted);
+        Ok(())
+    }
+
+    /// Whether `handle` was given out by an earlier process serving this view's mount.
+    pub fn is_inherited_handle(&self, handle: u64) -> bool {
+        handle < self.shared.handles.lock().unwrap().base
     }
 
     /// The nodes open files refer to.
@@ -66,14 +116,18 @@ impl Volume {
 
     /// Closes a handle. The last close of an unlinked node frees it.
     pub fn release(&self, fh: FileHandle) -> Result<()> {
-        let node = self
-            .shared
-            .handles
-            .lock()
-            .unwrap()
-            .files
-            .remove(&fh.0)
-            .ok_or_else(|| Error::InvalidInput(format!("file handle {} is not open", fh.0)))?;
+        let mut handles = self.shared.handles.lock().unwrap();
+        let Some(node) = handles.files.remove(&fh.0) else {
+            return match fh.0 < handles.base {
+                // Opened under a process that was killed: nothing here counts it.
+                true => Ok(()),
+                false => Err(Error::InvalidInput(format!(
+                    "file handle {} is not open",
+                    fh.0
+                ))),
+            };
+        };
+        drop(handles);
         self.close_node(node)
     }
 
@@ -166,9 +220,27 @@ impl Volume {
 
     /// The entries of an open directory from `offset` on. A read from offset 0 (the start, or
     /// after rewinddir) takes a new snapshot of the listing; later offsets index into it.
-    pub fn readdir(&self, dh: DirHandle, offset: u64) -> Result<Vec<DirEntry>> {
+    ///
+    /// `dir` is the directory the caller means: a handle an earlier process serving this
+    /// mount gave out, and which it did not hand over, is opened on it here. An adopted handle
+    /// (no snapshot yet) lists the directory anew at any offset.
+    pub fn readdir(&self, dir: NodeId, dh: DirHandle, offset: u64) -> Result<Vec<DirEntry>> {
         let not_open = || Error::InvalidInput(format!("directory handle {} is not open", dh.0));
-        if offset == 0 {
+        let inherited = {
+            let handles = self.shared.handles.lock().unwrap();
+            !handles.dirs.contains_key(&dh.0) && dh.0 < handles.base
+        };
+        if inherited {
+            let stack = self.stack();
+            self.state(&stack, dir)?.open.fetch_add(1, Ordering::SeqCst);
+            let mut handles = self.shared.handles.lock().unwrap();
+            handles.dirs.insert(dh.0, (dir, Arc::default()));
+        }
+        let stale = {
+            let handles = self.shared.handles.lock().unwrap();
+            handles.dirs.get(&dh.0).ok_or_else(not_open)?.1.is_empty()
+        };
+        if offset == 0 || stale {
             let node = self
                 .shared
                 .handles
@@ -182,7 +254,7 @@ impl Volume {
             let mut handles = self.shared.handles.lock().unwrap();
             let (_, snapshot) = handles.dirs.get_mut(&dh.0).ok_or_else(not_open)?;
             *snapshot = Arc::new(entries.clone());
-            return Ok(entries);
+            return Ok(entries.into_iter().skip(offset as usize).collect());
         }
         let handles = self.shared.handles.lock().unwrap();
         let (_, entries) = handles.dirs.get(&dh.0).ok_or_else(not_open)?;
@@ -190,21 +262,24 @@ impl Volume {
     }
 
     pub fn releasedir(&self, dh: DirHandle) -> Result<()> {
-        let (node, _) = self
-            .shared
-            .handles
-            .lock()
-            .unwrap()
-            .dirs
-            .remove(&dh.0)
-            .ok_or_else(|| Error::InvalidInput(format!("directory handle {} is not open", dh.0)))?;
+        let mut handles = self.shared.handles.lock().unwrap();
+        let Some((node, _)) = handles.dirs.remove(&dh.0) else {
+            return match dh.0 < handles.base {
+                true => Ok(()),
+                false => Err(Error::InvalidInput(format!(
+                    "directory handle {} is not open",
+                    dh.0
+                ))),
+            };
+        };
+        drop(handles);
         self.close_node(node)
     }
 
     /// Lists a directory in one call (opendir + readdir + releasedir).
     pub fn list_dir(&self, node: NodeId) -> Result<Vec<DirEntry>> {
         let dh = self.opendir(node)?;
-        let entries = self.readdir(dh, 0);
+        let entries = self.readdir(node, dh, 0);
         self.releasedir(dh)?;
         entries
     }
@@ -232,14 +307,63 @@ mod tests {
             entries.into_iter().map(|e| e.name).collect()
         };
         let dh = v.opendir(root).unwrap();
-        assert_eq!(names(v.readdir(dh, 0).unwrap()), [b"a", b"b", b"c"]);
+        assert_eq!(names(v.readdir(root, dh, 0).unwrap()), [b"a", b"b", b"c"]);
         v.unlink(root, b"b").unwrap();
         v.create(root, b"d", 0o644, Caller::ROOT).unwrap();
         // Later offsets keep indexing the snapshot (entries removed meanwhile stay listed)...
-        assert_eq!(names(v.readdir(dh, 1).unwrap()), [b"b", b"c"]);
+        assert_eq!(names(v.readdir(root, dh, 1).unwrap()), [b"b", b"c"]);
         // ...and a read from the start (rewinddir) shows the directory as it is now.
-        assert_eq!(names(v.readdir(dh, 0).unwrap()), [b"a", b"c", b"d"]);
-        assert_eq!(names(v.readdir(dh, 2).unwrap()), [b"d"]);
+        assert_eq!(names(v.readdir(root, dh, 0).unwrap()), [b"a", b"c", b"d"]);
+        assert_eq!(names(v.readdir(root, dh, 2).unwrap()), [b"d"]);
         v.releasedir(dh).unwrap();
+    }
+
+    #[test]
+    fn handles_of_an_earlier_process_are_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions::default()
+            .block_size(4096)
+            .flush_interval(None);
+        let store = Store::init(dir.path().join("store"), options).unwrap();
+        store.create_empty_image("empty").unwrap();
+        store.create_container("c", "empty").unwrap();
+        let v = store.open_container("c").unwrap();
+        let root = v.root();
+        let a = v.create(root, b"a", 0o644, Caller::ROOT).unwrap();
+        v.create(root, b"b", 0o644, Caller::ROOT).unwrap();
+        // Handed over: file handle 7 on `a` and directory handle 9 on the root, open.
+        let open = super::OpenHandles {
+            files: vec![(7, a.node)],
+            dirs: vec![(9, root)],
+        };
+        v.adopt_handles(100, &open).unwrap();
+        assert_eq!(v.open_handles(), open);
+        assert!(v.is_inherited_handle(7) && !v.is_inherited_handle(100));
+        // New handles number from the base up.
+        let fresh = v.open(a.node, false).unwrap();
+        assert!(fresh.0 >= 100);
+        // The adopted directory handle lists anew at any offset.
+        let names: Vec<Vec<u8>> = v
+            .readdir(root, super::DirHandle(9), 1)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, [b"b"]);
+        // An adopted handle keeps an unlinked file until its close.
+        v.unlink(root, b"a").unwrap();
+        v.release(fresh).unwrap();
+        assert!(v.getattr(a.node).is_ok(), "still open through handle 7");
+        v.release(super::FileHandle(7)).unwrap();
+        assert!(v.getattr(a.node).is_err(), "freed at its last close");
+        // A handle of a killed process (never handed over) closes quietly; one this process
+        // never gave out is an error.
+        v.release(super::FileHandle(3)).unwrap();
+        v.releasedir(super::DirHandle(4)).unwrap();
+        assert!(v.release(super::FileHandle(12345)).is_err());
+        // Such a directory handle is opened on the directory it is used for.
+        assert_eq!(v.readdir(root, super::DirHandle(5), 0).unwrap().len(), 1);
+        v.releasedir(super::DirHandle(5)).unwrap();
+        v.releasedir(super::DirHandle(9)).unwrap();
     }
 }

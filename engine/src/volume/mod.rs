@@ -28,6 +28,7 @@ pub use attr::{
     XattrMode,
 };
 pub(crate) use file_data::NodeState;
+pub use handles::OpenHandles;
 
 use crate::error::{Error, Result};
 use crate::ids::{LayerId, NodeId};

@@ -445,7 +445,7 @@ fn empty_dir(v: &Volume, dir: NodeId) -> tessera::Result<()> {
     let dh = v.opendir(dir)?;
     let mut offset = 0;
     let result = loop {
-        let page = match v.readdir(dh, offset) {
+        let page = match v.readdir(dir, dh, offset) {
             Ok(page) if page.is_empty() => break Ok(()),
             Ok(page) => page,
             Err(e) => break Err(e),

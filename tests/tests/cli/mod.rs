@@ -275,7 +275,29 @@ impl Cli {
         if !pids.contains(&pid) {
             pids.push(pid);
         }
+        // Its keeper first: killed after the daemon, it would start another.
+        if let Some(keeper) = status["keeper"].as_u64().map(|k| k as u32)
+            && !pids.contains(&keeper)
+        {
+            pids.insert(0, keeper);
+        }
         Some(pid)
+    }
+
+    /// The daemon's keeper (`tessera_daemon::keeper`).
+    pub fn keeper_pid(&self) -> Option<u32> {
+        self.daemon_pid()?;
+        self.status()["keeper"].as_u64().map(|k| k as u32)
+    }
+
+    /// Kills the daemon and its keeper (kill -9 of both: the mounts die with them).
+    pub fn kill_daemon_and_keeper(&self) -> u32 {
+        let pid = self.daemon_pid().expect("a daemon");
+        let keeper = self.keeper_pid().expect("a keeper");
+        signal(keeper, rustix::process::Signal::KILL);
+        wait_dead(keeper, Duration::from_secs(10));
+        signal(pid, rustix::process::Signal::KILL);
+        pid
     }
 
     pub fn status(&self) -> Value {
@@ -334,12 +356,14 @@ impl Drop for Cli {
             && status.status.success()
         {
             let status: Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+            let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(pid) = status["pid"].as_u64() {
-                self.pids
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(pid as u32);
+                pids.push(pid as u32);
             }
+            if let Some(keeper) = status["keeper"].as_u64() {
+                pids.insert(0, keeper as u32);
+            }
+            drop(pids);
             let _ = quiet(&["daemon", "stop"]);
         }
         for &pid in self.pids.lock().unwrap_or_else(|e| e.into_inner()).iter() {

@@ -1,4 +1,4 @@
-//! `tessera daemon status|stop|run`.
+//! `tessera daemon status|stop|restart|run`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use crate::output;
 use tessera_daemon::Request;
 use tessera_daemon::client;
-use tessera_daemon::reply::{DaemonStatus, Stopping};
+use tessera_daemon::reply::{DaemonStatus, Restarting, Stopping};
 use tessera_daemon::{DaemonOptions, malloc, protocol, server};
 
 /// Inspect or control the store's daemon.
@@ -33,7 +33,18 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
+    /// Hand every mount over to a new daemon (after an upgrade of the binary, say): the
+    /// mounts stay up, their requests wait a moment and are served by the new daemon.
+    #[command(after_help = "Example:\n  tessera daemon restart")]
+    Restart {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the daemon in the foreground (what `tessera mount` starts in the background).
+    ///
+    /// It runs as two processes: a keeper, which holds a copy of every mount's FUSE
+    /// descriptor, and the daemon proper, its child. When the daemon exits for a restart or
+    /// dies, the mounts stay up and the keeper starts the next daemon, which serves them on.
     #[command(after_help = "Example:\n  tessera daemon run --persist")]
     Run {
         /// Keep running with no mounts.
@@ -80,10 +91,18 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             println!("daemon stopped");
             Ok(())
         }
+        Action::Restart { json } => restart(store, json),
         Action::Run {
             persist,
             cache_size,
         } => {
+            if std::env::var_os(tessera_daemon::kept::VAR).is_none() {
+                let mut args = vec!["--cache-size".into(), cache_size.clone().into()];
+                if persist {
+                    args.push("--persist".into());
+                }
+                return tessera_daemon::keeper::run(store, args);
+            }
             malloc::fix_mmap_threshold();
             server::run(
                 store,
@@ -95,4 +114,38 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
             )
         }
     }
+}
+
+fn restart(store: &Path, json: bool) -> Result<()> {
+    let Some(stream) = client::daemon(store) else {
+        bail!("no tessera daemon runs for store {}", store.display());
+    };
+    let old: Restarting = protocol::call(stream, &Request::Restart)?.report()?;
+    let started = Instant::now();
+    // Until the next daemon answers (the old one exits right after replying).
+    let status = loop {
+        if let Some(stream) = client::daemon(store)
+            && let Ok(reply) = protocol::call(stream, &Request::Status)
+            && let Ok(status) = reply.report::<DaemonStatus>()
+            && status.pid != old.handing_over
+        {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let log = tessera_daemon::paths::DaemonPaths::for_store(store)?.log;
+            bail!("no new daemon answered within 60 s (see {})", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if json {
+        return output::json(&status);
+    }
+    println!(
+        "daemon restarted: pid {} -> {}, {} of {} mounts served on",
+        old.handing_over,
+        status.pid,
+        status.mounts.len(),
+        old.mounts
+    );
+    Ok(())
 }
