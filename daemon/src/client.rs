@@ -10,10 +10,24 @@ use crate::reply::{FromReply, Reply};
 use crate::service::{self, Request};
 use anyhow::{Context, Result, bail};
 
-/// Whether a daemon serves the store (and a connection to it).
+/// How long a client waits for the daemon a keeper is starting.
+const KEEPER_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether a daemon serves the store (and a connection to it). While a keeper runs between
+/// two daemons (a restart, or a daemon killed), this waits for the next one: a command run
+/// in process then would open the store beside mounts it does not serve.
 pub fn daemon(store: &Path) -> Option<std::os::unix::net::UnixStream> {
     let paths = DaemonPaths::for_store(store).ok()?;
-    protocol::connect(&paths.socket)
+    let started = Instant::now();
+    loop {
+        if let Some(stream) = protocol::connect(&paths.socket) {
+            return Some(stream);
+        }
+        if crate::keeper::running(&paths).is_none() || started.elapsed() > KEEPER_WAIT {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Runs `request` against the store at `store`.
@@ -72,7 +86,9 @@ pub fn start_daemon_with(
         .with_context(|| format!("opening {}", start.display()))?;
     rustix::fs::flock(&start_lock, rustix::fs::FlockOperation::LockExclusive)
         .with_context(|| format!("locking {}", start.display()))?;
-    if let Some(stream) = protocol::connect(&paths.socket) {
+    // A daemon, or the next one of a keeper between two (or a keeper on its way out, gone
+    // before this returns None: a new keeper never meets an old one).
+    if let Some(stream) = daemon(store) {
         return Ok(stream);
     }
     let log = std::fs::OpenOptions::new()

@@ -7,17 +7,17 @@
 //!
 //! It does nothing else: no store, no FUSE requests, one socket (`kept`) to its daemon. It
 //! forwards SIGTERM, SIGINT and SIGHUP to the daemon; a daemon that exits with success has
-//! unmounted everything, and the keeper exits with it. A daemon that keeps dying (five starts
-//! within a minute) is given up: the keeper closes the descriptors — the mounts then fail
-//! with ENOTCONN as they would without it — and exits with an error.
+//! unmounted everything, and the keeper exits with it. A daemon that cannot start (five in a
+//! row die before taking the mounts back: a damaged store, say) is given up: the keeper
+//! closes the descriptors — the mounts then fail with ENOTCONN as they would without it —
+//! and exits with an error. A daemon killed after it took them is simply replaced.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rustix::event::{PollFd, PollFlags};
@@ -29,9 +29,8 @@ use crate::paths::DaemonPaths;
 /// The exit code of a daemon that handed its mounts over and wants a successor.
 pub const HANDOVER_EXIT: i32 = 75;
 
-/// Starts within this window, beyond which a dying daemon is given up.
-const RESTART_WINDOW: Duration = Duration::from_secs(60);
-const MAX_STARTS: usize = 5;
+/// Daemons in a row that die before taking the mounts back, after which the keeper gives up.
+const MAX_FAILED_STARTS: u32 = 5;
 
 struct Keeper {
     store: PathBuf,
@@ -40,7 +39,9 @@ struct Keeper {
     exe: PathBuf,
     daemon_args: Vec<OsString>,
     held: BTreeMap<PathBuf, (HeldMount, OwnedFd)>,
-    starts: VecDeque<Instant>,
+    /// The running daemon asked for the mounts (it started).
+    took: bool,
+    failed_starts: u32,
 }
 
 /// Runs the keeper of the store at `store`: starts `tessera daemon run DAEMON_ARGS` and keeps
@@ -49,6 +50,9 @@ pub fn run(store: &Path, daemon_args: Vec<OsString>) -> Result<()> {
     let paths = DaemonPaths::for_store(store)?;
     paths.create_dir()?;
     let listener = listen(&paths.keeper)?;
+    // Clients that find no daemon while this runs wait for the next (`client::daemon`).
+    std::fs::write(&paths.keeper_pid, std::process::id().to_string())
+        .with_context(|| format!("writing {}", paths.keeper_pid.display()))?;
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
@@ -61,7 +65,8 @@ pub fn run(store: &Path, daemon_args: Vec<OsString>) -> Result<()> {
         exe: std::env::current_exe().context("finding the tessera executable")?,
         daemon_args,
         held: BTreeMap::new(),
-        starts: VecDeque::new(),
+        took: false,
+        failed_starts: 0,
     };
     let mut daemon = keeper.start()?;
     let mut link: Option<OwnedFd> = None;
@@ -110,8 +115,26 @@ pub fn run(store: &Path, daemon_args: Vec<OsString>) -> Result<()> {
             Err(e) => break Err(e),
         }
     };
-    let _ = std::fs::remove_file(&paths.keeper);
+    // Unless a keeper started since has put its own there (it replaces a stale socket).
+    let ours = std::fs::read_to_string(&paths.keeper_pid)
+        .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(&paths.keeper);
+        let _ = std::fs::remove_file(&paths.keeper_pid);
+    }
     result
+}
+
+/// The keeper of the store whose paths are `paths`, if one runs.
+pub fn running(paths: &DaemonPaths) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(&paths.keeper_pid)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let ours = cmdline.windows(6).any(|w| w == b"daemon");
+    (ours && crate::client::running(u64::from(pid))).then_some(pid)
 }
 
 fn listen(path: &Path) -> Result<OwnedFd> {
@@ -131,17 +154,14 @@ fn listen(path: &Path) -> Result<OwnedFd> {
 
 impl Keeper {
     fn start(&mut self) -> Result<Child> {
-        let now = Instant::now();
-        self.starts
-            .retain(|t| now.duration_since(*t) < RESTART_WINDOW);
-        if self.starts.len() >= MAX_STARTS {
+        if self.failed_starts >= MAX_FAILED_STARTS {
             bail!(
-                "the daemon died {MAX_STARTS} times within {RESTART_WINDOW:?}; giving up its {} \
+                "{MAX_FAILED_STARTS} daemons in a row died before serving; giving up their {} \
                  mounts (they now fail with ENOTCONN)",
                 self.held.len()
             );
         }
-        self.starts.push_back(now);
+        self.took = false;
         let child = Command::new(&self.exe)
             .arg("--store")
             .arg(&self.store)
@@ -161,6 +181,7 @@ impl Keeper {
 
     /// After the daemon exited with `status`: the next one, or `None` when the keeper is done.
     fn next(&mut self, status: ExitStatus) -> Result<Option<Child>> {
+        self.failed_starts = if self.took { 0 } else { self.failed_starts + 1 };
         // A connection nothing serves any more (unmounted, or aborted) needs no keeping.
         self.held.retain(|mountpoint, (_, fd)| {
             let mut poll = [PollFd::new(fd, PollFlags::empty())];
@@ -206,6 +227,7 @@ impl Keeper {
                 self.held.remove(&mountpoint);
             }
             (Message::Take, _) => {
+                self.took = true;
                 for (mount, fd) in self.held.values() {
                     kept::send(socket, &Message::Held(mount.clone()), Some(fd))?;
                 }

@@ -22,8 +22,9 @@ fn runtime_dir() -> PathBuf {
 pub struct DaemonPaths {
     pub socket: PathBuf,
     pub log: PathBuf,
-    /// The keeper's socket (see `keeper`).
+    /// The keeper's socket (see `keeper`), and its pid while it runs.
     pub keeper: PathBuf,
+    pub keeper_pid: PathBuf,
 }
 
 impl DaemonPaths {
@@ -41,6 +42,7 @@ impl DaemonPaths {
             socket: dir.join(format!("{name}.sock")),
             log: dir.join(format!("{name}.log")),
             keeper: dir.join(format!("{name}.keeper")),
+            keeper_pid: dir.join(format!("{name}.keeper.pid")),
         })
     }
 

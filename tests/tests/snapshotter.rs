@@ -491,13 +491,34 @@ fn a_running_container_survives_restarts_of_the_snapshotter_and_of_containerd() 
             .any(|l| l.starts_with("survivor") && l.contains("RUNNING")),
         "{tasks}"
     );
-    beats_past(&env, &rootfs, after);
+    let after = beats_past(&env, &rootfs, after);
     assert_eq!(env.snapshots(), snapshots);
     assert_eq!(
         env.cli.daemon_pid(),
         Some(daemon),
         "the daemon was restarted"
     );
+
+    // The store's daemon is killed, then restarted: each time its keeper starts the next one
+    // on the same mounts, and the container writes on after a pause.
+    cli::signal(daemon, rustix::process::Signal::KILL);
+    let started = Instant::now();
+    let next = loop {
+        if let Some(pid) = env.cli.daemon_pid().filter(|p| *p != daemon) {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no next daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let after = beats_past(&env, &rootfs, after);
+    let out = env.cli.ok(&["daemon", "restart"]);
+    assert!(out.contains("mounts served on"), "{out}");
+    assert_ne!(env.cli.daemon_pid(), Some(next));
+    beats_past(&env, &rootfs, after);
+    assert_eq!(env.snapshots(), snapshots);
 
     // Stopped and removed through the restarted pair, the container's snapshot goes.
     env.ctr(&["tasks", "kill", "-s", "SIGKILL", "survivor"]);

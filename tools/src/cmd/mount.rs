@@ -146,6 +146,10 @@ pub fn print_status(status: &DaemonStatus) {
         mounts.len(),
         if mounts.len() == 1 { "" } else { "s" }
     );
+    match status.keeper {
+        Some(keeper) => println!("keeper pid {keeper}: the mounts outlive this daemon"),
+        None => println!("no keeper: the mounts end with this daemon"),
+    }
     let rows: Vec<Vec<String>> = mounts
         .iter()
         .map(|m| {
