@@ -144,6 +144,9 @@ impl Bed {
             let config = MountConfig {
                 share_memory: shared,
                 writeback_cache: self.system != System::TesseraWriteThrough,
+                // As the daemon mounts: its keeper holds each mount, so every serving thread
+                // reads the one descriptor.
+                kept: true,
                 fsname: format!("tessera:bench-{name}"),
                 ..MountConfig::default()
             };
