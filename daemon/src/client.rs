@@ -23,7 +23,7 @@ pub fn daemon(store: &Path) -> Option<std::os::unix::net::UnixStream> {
         if let Some(stream) = protocol::connect(&paths.socket) {
             return Some(stream);
         }
-        if crate::keeper::running(&paths).is_none() || started.elapsed() > KEEPER_WAIT {
+        if keeper_running(&paths).is_none() || started.elapsed() > KEEPER_WAIT {
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -140,4 +140,16 @@ fn log_tail(log: &Path) -> String {
         .find(|l| !l.trim().is_empty())
         .unwrap_or("no log output")
         .to_string()
+}
+
+/// The keeper (`keeper`) of the store whose paths are `paths`, if one runs: its pid.
+pub fn keeper_running(paths: &DaemonPaths) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(&paths.keeper_pid)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let ours = cmdline.windows(6).any(|w| w == b"daemon");
+    (ours && running(u64::from(pid))).then_some(pid)
 }

@@ -125,18 +125,6 @@ pub fn run(store: &Path, daemon_args: Vec<OsString>) -> Result<()> {
     result
 }
 
-/// The keeper of the store whose paths are `paths`, if one runs.
-pub fn running(paths: &DaemonPaths) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(&paths.keeper_pid)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let ours = cmdline.windows(6).any(|w| w == b"daemon");
-    (ours && crate::client::running(u64::from(pid))).then_some(pid)
-}
-
 fn listen(path: &Path) -> Result<OwnedFd> {
     let _ = std::fs::remove_file(path);
     let socket = rustix::net::socket_with(

@@ -109,24 +109,7 @@ impl Daemon {
         )
         .with_context(|| format!("mounting {container} at {}", mountpoint.display()))?;
         tracing::info!("mounted {container} at {}", mountpoint.display());
-        let held = HeldMount {
-            container: container.clone(),
-            mountpoint: mountpoint.clone(),
-            share_memory,
-            write_through,
-            inheritance: mount.inheritance(false),
-        };
-        self.hold(&held, &mount);
-        self.mounts.lock().unwrap().insert(
-            mountpoint.clone(),
-            Mounted {
-                container: container.clone(),
-                share_memory,
-                write_through,
-                mount,
-            },
-        );
-        self.had_mount.store(true, Ordering::SeqCst);
+        self.serve(&container, &mountpoint, share_memory, write_through, mount);
         Ok(reply::Mounted {
             container,
             mountpoint,
@@ -146,6 +129,35 @@ impl Daemon {
             fsname: format!("tessera:{container}"),
             ..MountConfig::default()
         }
+    }
+
+    /// Lists a mount this daemon now serves, and has its keeper hold it.
+    fn serve(
+        &self,
+        container: &str,
+        mountpoint: &Path,
+        share_memory: bool,
+        write_through: bool,
+        mount: Mount,
+    ) {
+        let held = HeldMount {
+            container: container.to_string(),
+            mountpoint: mountpoint.to_path_buf(),
+            share_memory,
+            write_through,
+            inheritance: mount.inheritance(false),
+        };
+        self.hold(&held, &mount);
+        self.mounts.lock().unwrap().insert(
+            mountpoint.to_path_buf(),
+            Mounted {
+                container: container.to_string(),
+                share_memory,
+                write_through,
+                mount,
+            },
+        );
+        self.had_mount.store(true, Ordering::SeqCst);
     }
 
     /// Has the keeper hold a copy of the mount's descriptor (and what the next daemon needs).
@@ -195,24 +207,7 @@ impl Daemon {
             "serving {container} at {} again ({how})",
             mountpoint.display()
         );
-        let held = HeldMount {
-            container: container.clone(),
-            mountpoint: mountpoint.clone(),
-            share_memory,
-            write_through,
-            inheritance: mount.inheritance(false),
-        };
-        self.hold(&held, &mount);
-        self.mounts.lock().unwrap().insert(
-            mountpoint,
-            Mounted {
-                container,
-                share_memory,
-                write_through,
-                mount,
-            },
-        );
-        self.had_mount.store(true, Ordering::SeqCst);
+        self.serve(&container, &mountpoint, share_memory, write_through, mount);
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fuser::{FileAttr, FileType, INodeNo};
+use fuser::{FileAttr, FileType, Generation, INodeNo};
 use tessera::{Attr, FileKind};
 
 /// How long the kernel may cache names and attributes.
@@ -12,6 +12,10 @@ pub const ENTRY_TTL: Duration = Duration::from_secs(5);
 pub const ATTR_TTL: Duration = Duration::from_secs(5);
 /// How long the kernel may remember that a name does not exist.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(1);
+
+/// Node ids are never reused for another file (they skip ahead when a daemon inherits
+/// mounts), so every entry has the same generation.
+pub const GENERATION: Generation = Generation(0);
 
 pub fn kind(kind: FileKind) -> FileType {
     match kind {

@@ -9,10 +9,9 @@ use fuser::{FileHandle, INodeNo, ReplyDirectory, ReplyDirectoryPlus};
 use tessera::volume::DirHandle;
 use tessera::{NodeId, Volume};
 
-use crate::attr::{self, ENTRY_TTL};
+use crate::attr::{self, ENTRY_TTL, GENERATION};
 use crate::convert::node;
 use crate::errno::errno;
-use crate::fs::GENERATION;
 
 /// One directory entry as replied: (offset of the next entry, node, kind, name).
 type Listed = (u64, NodeId, tessera::FileKind, Vec<u8>);

@@ -10,19 +10,20 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, FopenFlags, INodeNo, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tessera::volume::{DirHandle, FileHandle as VolumeHandle};
 use tessera::{SeekTarget, SetAttr, Volume, XattrMode};
 
 use crate::MountConfig;
-use crate::attr::{self, ATTR_TTL, ENTRY_TTL, NEGATIVE_TTL};
+use crate::attr::{self, ATTR_TTL, ENTRY_TTL, GENERATION, NEGATIVE_TTL};
 use crate::convert::{caller, creator, fallocate_mode, node, ns, reply_empty, reply_sized};
 use crate::errno::errno;
 use crate::handover::{Handover, UNIQUE_RESEND};
+use crate::negotiate::negotiate;
 use crate::writeback::Writeback;
 use crate::{dir_reply, set_id};
 
@@ -34,8 +35,6 @@ pub struct TesseraFs {
     dont_mask: bool,
     handover: Arc<Handover>,
 }
-
-pub(crate) const GENERATION: Generation = Generation(0);
 
 impl TesseraFs {
     pub fn new(
@@ -81,35 +80,8 @@ impl TesseraFs {
 
 impl fuser::Filesystem for TesseraFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let mut wanted = InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_CACHE_SYMLINKS
-            | InitFlags::FUSE_ASYNC_DIO
-            | InitFlags::FUSE_BIG_WRITES
-            | InitFlags::FUSE_MAX_PAGES
-            // The volume drops set-ID bits itself (see `set_id`), which spares the kernel a
-            // GETATTR before every chown (a third of the requests of `chown -R`).
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
-            // The kernel checks access against POSIX ACLs (stored as xattrs); the volume keeps
-            // them and the mode in step and applies default ACLs, or else the umask.
-            | InitFlags::FUSE_POSIX_ACL
-            | InitFlags::FUSE_DONT_MASK;
-        if self.config.share_memory {
-            wanted |= InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP;
-        } else if self.config.writeback_cache {
-            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
-        }
-        let supported = config.capabilities() & wanted;
-        self.dont_mask = supported.contains(InitFlags::FUSE_DONT_MASK);
+        self.dont_mask = negotiate(&self.config, config);
         self.handover.set_dont_mask(self.dont_mask);
-        if let Err(missing) = config.add_capabilities(supported) {
-            tracing::warn!("kernel refused FUSE capabilities {missing:?}");
-        }
-        let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
-        let _ = config.set_max_background(64);
         Ok(())
     }
 

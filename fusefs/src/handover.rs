@@ -16,17 +16,14 @@
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use fuser::{Config, SessionACL};
 use tessera::Volume;
 use tessera::volume::OpenHandles;
 
-use crate::writeback::Writeback;
-use crate::{Mount, MountConfig, fs};
+use crate::Mount;
 
 /// What a mount's next server needs besides its descriptor: what the connection negotiated
 /// and how the previous server ended.
@@ -42,7 +39,7 @@ pub struct Inheritance {
 }
 
 /// Handles of each server of a mount are numbered in their own range of 2^40.
-const HANDLE_RANGE: u64 = 1 << 40;
+pub(crate) const HANDLE_RANGE: u64 = 1 << 40;
 
 /// Requests pass the gate while it is open; once closed it holds every new one back for good
 /// (the process is about to exit), and [`Gate::close`] waits for those inside.
@@ -74,7 +71,7 @@ pub(crate) struct Handover {
 }
 
 impl Handover {
-    fn inheriting(inheritance: &Inheritance) -> Arc<Handover> {
+    pub fn inheriting(inheritance: &Inheritance) -> Arc<Handover> {
         Arc::new(Handover {
             dont_mask: AtomicBool::new(inheritance.dont_mask),
             killed: inheritance
@@ -139,7 +136,7 @@ const FUSE_NOTIFY_RESEND: i32 = 7;
 /// The flag in a request's unique id that says the kernel sent it before (FUSE_UNIQUE_RESEND).
 pub(crate) const UNIQUE_RESEND: u64 = 1 << 63;
 
-fn notify_resend(device: impl AsFd) -> std::io::Result<()> {
+pub(crate) fn notify_resend(device: impl AsFd) -> std::io::Result<()> {
     // struct fuse_out_header { len: u32, error: i32, unique: u64 }; unique 0 is a notification
     // and `error` its code.
     let mut header = [0u8; 16];
@@ -191,56 +188,5 @@ impl Mount {
                 self.mountpoint.display()
             ),
         ))
-    }
-
-    /// Serves, on `device`, a mount at `mountpoint` that an earlier process made and served
-    /// and that outlived it: no mount call and no FUSE INIT (the connection keeps what it
-    /// negotiated); the requests that process left unanswered are sent again.
-    pub fn adopt(
-        volume: Volume,
-        mountpoint: &Path,
-        device: OwnedFd,
-        config: MountConfig,
-        inheritance: &Inheritance,
-    ) -> std::io::Result<Mount> {
-        let handle_base = inheritance.handle_base.max(HANDLE_RANGE);
-        let open = inheritance.handles.clone().unwrap_or_default();
-        volume
-            .adopt_handles(handle_base, &open)
-            .map_err(|e| std::io::Error::other(format!("taking over open handles: {e}")))?;
-        volume.set_cache_reads(config.share_memory);
-        let handover = Handover::inheriting(inheritance);
-        let writeback = Writeback::idle();
-        for &(fh, node) in &open.files {
-            // Kept as writers: whether they were is not handed over, and a needless push on a
-            // seek costs less than a missed one.
-            writeback.opened(fh, node, libc::O_RDWR);
-        }
-        let mut fuse_config = Config::default();
-        fuse_config.acl = if config.allow_other {
-            SessionACL::All
-        } else {
-            SessionACL::Owner
-        };
-        fuse_config.n_threads = Some(config.threads.max(1));
-        let acl = fuse_config.acl;
-        let filesystem =
-            fs::TesseraFs::new(volume.clone(), config, writeback.clone(), handover.clone());
-        let served = device.try_clone()?;
-        let session =
-            fuser::Session::from_fd_initialized(filesystem, served, acl, fuse_config).spawn()?;
-        let mount = Mount {
-            session: Some(session),
-            mountpoint: mountpoint.to_path_buf(),
-            volume,
-            writeback,
-            connection: crate::mounts::connection_of(mountpoint),
-            device,
-            handover,
-            handle_base,
-        };
-        notify_resend(&mount.device)?;
-        mount.start_writeback()?;
-        Ok(mount)
     }
 }

@@ -16,6 +16,7 @@ mod fs;
 mod fusermount;
 mod handover;
 pub mod mounts;
+mod negotiate;
 mod set_id;
 mod writeback;
 
@@ -147,6 +148,57 @@ impl Mount {
             handle_base: 0,
         };
         mounts::raise_read_ahead(mountpoint);
+        mount.start_writeback()?;
+        Ok(mount)
+    }
+
+    /// Serves, on `device`, a mount at `mountpoint` that an earlier process made and served
+    /// and that outlived it: no mount call and no FUSE INIT (the connection keeps what it
+    /// negotiated); the requests that process left unanswered are sent again.
+    pub fn adopt(
+        volume: Volume,
+        mountpoint: &Path,
+        device: std::os::fd::OwnedFd,
+        config: MountConfig,
+        inheritance: &Inheritance,
+    ) -> std::io::Result<Mount> {
+        let handle_base = inheritance.handle_base.max(handover::HANDLE_RANGE);
+        let open = inheritance.handles.clone().unwrap_or_default();
+        volume
+            .adopt_handles(handle_base, &open)
+            .map_err(|e| std::io::Error::other(format!("taking over open handles: {e}")))?;
+        volume.set_cache_reads(config.share_memory);
+        let handover = handover::Handover::inheriting(inheritance);
+        let writeback = Writeback::idle();
+        for &(fh, node) in &open.files {
+            // Kept as writers: whether they were is not handed over, and a needless push on a
+            // seek costs less than a missed one.
+            writeback.opened(fh, node, libc::O_RDWR);
+        }
+        let mut fuse_config = Config::default();
+        fuse_config.acl = if config.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
+        fuse_config.n_threads = Some(config.threads.max(1));
+        let acl = fuse_config.acl;
+        let filesystem =
+            fs::TesseraFs::new(volume.clone(), config, writeback.clone(), handover.clone());
+        let served = device.try_clone()?;
+        let session =
+            fuser::Session::from_fd_initialized(filesystem, served, acl, fuse_config).spawn()?;
+        let mount = Mount {
+            session: Some(session),
+            mountpoint: mountpoint.to_path_buf(),
+            volume,
+            writeback,
+            connection: mounts::connection_of(mountpoint),
+            device,
+            handover,
+            handle_base,
+        };
+        handover::notify_resend(&mount.device)?;
         mount.start_writeback()?;
         Ok(mount)
     }

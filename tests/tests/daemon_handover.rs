@@ -85,10 +85,19 @@ fn next_daemon(cli: &Cli, old: u32) -> u32 {
     }
 }
 
-/// Every acknowledged record of the file at `path`, read after the container was mounted
-/// afresh (from the store, not the kernel's cache).
-fn check_acked(path: &Path, seen: &Seen) {
-    let data = std::fs::read(path).unwrap();
+/// Unmounts `m` (the daemon exits with its last mount, and its keeper with it), checks the
+/// store, and mounts the container afresh: every record the writer saw acknowledged is there
+/// (read from the store, not the kernel's cache).
+fn remount_and_check(cli: &Cli, m: &Path, (daemon, keeper): (u32, u32), seen: &Seen) {
+    cli.ok(&["umount", s(m)]);
+    wait_dead(daemon, Duration::from_secs(20));
+    wait_dead(keeper, Duration::from_secs(20));
+    assert!(
+        cli.ok(&["fsck", "--verify-data"])
+            .contains("no problems found")
+    );
+    cli.mount("c1", m);
+    let data = std::fs::read(m.join("log")).unwrap();
     for &i in &seen.acked {
         let at = i as usize * RECORD;
         assert!(
@@ -146,17 +155,7 @@ fn a_restart_hands_the_mounts_over_with_their_open_files() {
     assert_eq!(std::fs::read(m.join("kept")).unwrap(), b"before;after");
     assert_eq!(std::fs::read(m.join("etc/hostname")).unwrap(), b"base\n");
 
-    // Unmounted (the daemon exits with its last mount, and the keeper with it), then mounted
-    // afresh: everything acknowledged is in the store.
-    cli.ok(&["umount", s(&m)]);
-    wait_dead(next, Duration::from_secs(20));
-    wait_dead(keeper, Duration::from_secs(20));
-    assert!(
-        cli.ok(&["fsck", "--verify-data"])
-            .contains("no problems found")
-    );
-    cli.mount("c1", &m);
-    check_acked(&m.join("log"), &seen);
+    remount_and_check(&cli, &m, (next, keeper), &seen);
     assert_eq!(std::fs::read(m.join("kept")).unwrap(), b"before;after");
     assert!(!m.join("unlinked").exists());
     cli.ok(&["umount", s(&m)]);
@@ -214,15 +213,7 @@ fn a_killed_daemon_is_replaced_and_the_workload_only_pauses() {
     assert_eq!(std::fs::read(m.join("before")).unwrap(), b"made durable");
     std::fs::write(m.join("after"), "served by the next daemon").unwrap();
 
-    cli.ok(&["umount", s(&m)]);
-    wait_dead(pid, Duration::from_secs(20));
-    wait_dead(keeper, Duration::from_secs(20));
-    assert!(
-        cli.ok(&["fsck", "--verify-data"])
-            .contains("no problems found")
-    );
-    cli.mount("c1", &m);
-    check_acked(&m.join("log"), &seen);
+    remount_and_check(&cli, &m, (pid, keeper), &seen);
     assert_eq!(
         std::fs::read(m.join("after")).unwrap(),
         b"served by the next daemon"

@@ -117,18 +117,28 @@ impl Volume {
     /// Closes a handle. The last close of an unlinked node frees it.
     pub fn release(&self, fh: FileHandle) -> Result<()> {
         let mut handles = self.shared.handles.lock().unwrap();
-        let Some(node) = handles.files.remove(&fh.0) else {
-            return match fh.0 < handles.base {
-                // Opened under a process that was killed: nothing here counts it.
-                true => Ok(()),
-                false => Err(Error::InvalidInput(format!(
-                    "file handle {} is not open",
-                    fh.0
-                ))),
-            };
-        };
+        let node = handles.files.remove(&fh.0);
+        self.close_handle(handles, node, fh.0, "file")
+    }
+
+    /// Closes the node of a handle taken out of the table (`None`: it was not there). A
+    /// handle opened under a process that was killed is not counted here: it closes quietly.
+    fn close_handle(
+        &self,
+        handles: std::sync::MutexGuard<'_, Handles>,
+        node: Option<NodeId>,
+        handle: u64,
+        what: &str,
+    ) -> Result<()> {
+        let inherited = handle < handles.base;
         drop(handles);
-        self.close_node(node)
+        match node {
+            Some(node) => self.close_node(node),
+            None if inherited => Ok(()),
+            None => Err(Error::InvalidInput(format!(
+                "{what} handle {handle} is not open"
+            ))),
+        }
     }
 
     fn close_node(&self, node: NodeId) -> Result<()> {
@@ -263,17 +273,8 @@ impl Volume {
 
     pub fn releasedir(&self, dh: DirHandle) -> Result<()> {
         let mut handles = self.shared.handles.lock().unwrap();
-        let Some((node, _)) = handles.dirs.remove(&dh.0) else {
-            return match dh.0 < handles.base {
-                true => Ok(()),
-                false => Err(Error::InvalidInput(format!(
-                    "directory handle {} is not open",
-                    dh.0
-                ))),
-            };
-        };
-        drop(handles);
-        self.close_node(node)
+        let node = handles.dirs.remove(&dh.0).map(|(node, _)| node);
+        self.close_handle(handles, node, dh.0, "directory")
     }
 
     /// Lists a directory in one call (opendir + readdir + releasedir).
@@ -287,10 +288,10 @@ impl Volume {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Caller, Store, StoreOptions};
+    use crate::{Caller, Store, StoreOptions, Volume};
 
-    #[test]
-    fn a_read_from_offset_zero_lists_the_directory_anew() {
+    /// An empty container's view (with its store and directory, kept alive by the caller).
+    fn container() -> (tempfile::TempDir, Store, Volume) {
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions::default()
             .block_size(4096)
@@ -299,6 +300,12 @@ mod tests {
         store.create_empty_image("empty").unwrap();
         store.create_container("c", "empty").unwrap();
         let v = store.open_container("c").unwrap();
+        (dir, store, v)
+    }
+
+    #[test]
+    fn a_read_from_offset_zero_lists_the_directory_anew() {
+        let (_dir, _store, v) = container();
         let root = v.root();
         for name in [&b"a"[..], b"b", b"c"] {
             v.create(root, name, 0o644, Caller::ROOT).unwrap();
@@ -320,14 +327,7 @@ mod tests {
 
     #[test]
     fn handles_of_an_earlier_process_are_taken_over() {
-        let dir = tempfile::tempdir().unwrap();
-        let options = StoreOptions::default()
-            .block_size(4096)
-            .flush_interval(None);
-        let store = Store::init(dir.path().join("store"), options).unwrap();
-        store.create_empty_image("empty").unwrap();
-        store.create_container("c", "empty").unwrap();
-        let v = store.open_container("c").unwrap();
+        let (_dir, _store, v) = container();
         let root = v.root();
         let a = v.create(root, b"a", 0o644, Caller::ROOT).unwrap();
         v.create(root, b"b", 0o644, Caller::ROOT).unwrap();
