@@ -314,6 +314,7 @@ impl<FS: Filesystem> Session<FS> {
         channels.push(ch);
 
         let mut threads = Vec::with_capacity(n_threads);
+        let mut inline = None;
 
         for (i, ch) in channels.into_iter().enumerate() {
             let thread_name = format!("fuser-{i}");
@@ -324,6 +325,12 @@ impl<FS: Filesystem> Session<FS> {
                 allowed,
                 session_owner,
             };
+            // The last loop runs on this thread, which would otherwise only wait for the
+            // others (Tessera patch: a thread fewer per mount).
+            if i == n_threads_minus_one {
+                inline = Some(event_loop);
+                continue;
+            }
             threads.push(
                 thread::Builder::new()
                     .name(thread_name)
@@ -332,6 +339,9 @@ impl<FS: Filesystem> Session<FS> {
         }
 
         let mut reply: io::Result<()> = Ok(());
+        if let Some(event_loop) = inline {
+            reply = event_loop.event_loop();
+        }
         for thread in threads {
             let res = match thread.join() {
                 Ok(res) => res,
