@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Node scale (issue 11): N mounts of one small image, each of which reads a file and writes
 # one, and what serving them costs: Tessera's daemon (one process for every mount, plus its
-# keeper) against fuse-overlayfs (one process per mount). Memory is PSS (shared pages split
+# keeper), with four FUSE threads per mount (the default) and with one pool of FUSE workers
+# (`--fuse-pool`), against fuse-overlayfs (one process per mount). Memory is PSS (shared pages split
 # between the processes that map them) and RSS, summed over the processes; threads likewise.
 # Needs root and FUSE; unmounts and stops everything it started on exit.
 #   scripts/bench-scale.sh                 # 1, 100 and 1000 mounts
@@ -60,23 +61,26 @@ echo "| system | mounts | processes | seconds to mount all and touch each | PSS 
 echo "|---|---|---|---|---|---|---|---|"
 for n in $counts; do
   # Tessera: one store, N containers of one image, all mounted by one daemon.
-  rm -rf "$TESSERA_STORE" "$work/t"
+  rm -rf "$TESSERA_STORE"
   "$bin" init >/dev/null
   "$bin" import --name img "$work/image" >/dev/null
   for i in $(seq 1 "$n"); do "$bin" create --from img "c$i" >/dev/null; done
-  mkdir -p "$work/t"
-  start=$(date +%s.%N)
-  for i in $(seq 1 "$n"); do
-    mkdir -p "$work/t/$i"
-    "$bin" mount "c$i" "$work/t/$i" >/dev/null
-    work_on "$work/t/$i"
+  for mode in "" --fuse-pool; do
+    rm -rf "$work/t"
+    start=$(date +%s.%N)
+    for i in $(seq 1 "$n"); do
+      mkdir -p "$work/t/$i"
+      # shellcheck disable=SC2086 # the flag is absent or one word
+      "$bin" mount "c$i" "$work/t/$i" $mode >/dev/null
+      work_on "$work/t/$i"
+    done
+    secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+    status=$("$bin" daemon status --json)
+    daemon=$(echo "$status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+    keeper=$(echo "$status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["keeper"] or "")')
+    row "tessera $mode" "$n" "$secs" "$daemon" $keeper
+    "$bin" daemon stop >/dev/null
   done
-  secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
-  status=$("$bin" daemon status --json)
-  daemon=$(echo "$status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
-  keeper=$(echo "$status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["keeper"] or "")')
-  row tessera "$n" "$secs" "$daemon" $keeper
-  "$bin" daemon stop >/dev/null
 
   # fuse-overlayfs: one process per mount, the image directory as the lower layer.
   rm -rf "$work/f"

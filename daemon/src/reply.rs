@@ -112,6 +112,9 @@ pub struct DaemonStatus {
     /// The process that keeps the mounts up across daemons (`keeper`), if any.
     #[serde(default)]
     pub keeper: Option<u32>,
+    /// One pool of FUSE workers serves every mount (`--fuse-pool`).
+    #[serde(default)]
+    pub fuse_pool: bool,
     pub store: PathBuf,
     pub mounts: Vec<MountStatus>,
     pub dirty_bytes: u64,

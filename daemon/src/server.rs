@@ -32,6 +32,8 @@ pub struct DaemonOptions {
     pub persist: bool,
     /// Bytes of the verified block cache share-memory mounts read through.
     pub cache_bytes: usize,
+    /// Serve every mount with one pool of FUSE workers (`tessera_fusefs::MountConfig::pooled`).
+    pub fuse_pool: bool,
     /// A mount to make before serving (`tessera mount --foreground`).
     pub initial_mount: Option<MountRequest>,
 }
@@ -70,6 +72,8 @@ struct Daemon {
     persist: bool,
     /// The keeper that holds every mount's descriptor (`keeper`), when one started us.
     keeper: Option<KeeperLink>,
+    /// Mounts are served by one pool of FUSE workers.
+    fuse_pool: bool,
 }
 
 /// How long a hand-over waits for the requests being served.
@@ -126,6 +130,7 @@ impl Daemon {
             share_memory,
             writeback_cache: !write_through,
             kept: self.keeper.is_some(),
+            pooled: self.fuse_pool,
             fsname: format!("tessera:{container}"),
             ..MountConfig::default()
         }
@@ -332,6 +337,7 @@ impl Daemon {
         DaemonStatus {
             pid: std::process::id(),
             keeper: self.keeper.as_ref().and_then(|_| keeper_pid()),
+            fuse_pool: self.fuse_pool,
             store: self.store_path.clone(),
             mounts,
             dirty_bytes: self.store.dirty_bytes(),
@@ -466,6 +472,7 @@ pub fn run(store_path: &Path, options: DaemonOptions) -> Result<()> {
         stopping: AtomicBool::new(false),
         persist: options.persist,
         keeper,
+        fuse_pool: options.fuse_pool,
     });
     for (held, device) in inherited {
         let mountpoint = held.mountpoint.clone();

@@ -17,6 +17,7 @@ mod fusermount;
 mod handover;
 pub mod mounts;
 mod negotiate;
+mod serving;
 mod set_id;
 mod writeback;
 
@@ -25,6 +26,7 @@ use std::sync::Arc;
 
 use fuser::{Config, MountOption, SessionACL};
 pub use handover::Inheritance;
+use serving::Serving;
 use tessera::Volume;
 use writeback::{Writeback, push_cached_writes};
 
@@ -50,6 +52,9 @@ pub struct MountConfig {
     /// reads that one descriptor: the unanswered requests of a cloned one die with the
     /// process that holds it. Default off.
     pub kept: bool,
+    /// Served by the process's one pool of FUSE workers (`serving`) instead of threads of
+    /// its own: a process serving many mounts keeps a fixed number of threads. Default off.
+    pub pooled: bool,
     /// Shown as the source in /proc/mounts.
     pub fsname: String,
     /// Tests only: each WRITE request waits this long before the volume takes it (a slow
@@ -66,6 +71,7 @@ impl Default for MountConfig {
             allow_other: rustix::process::geteuid().is_root(),
             threads: std::thread::available_parallelism().map_or(4, |n| n.get().max(4)),
             kept: false,
+            pooled: false,
             fsname: "tessera".into(),
             test_write_delay: std::time::Duration::ZERO,
         }
@@ -74,7 +80,7 @@ impl Default for MountConfig {
 
 /// A mounted view. Unmounts (and flushes) when dropped.
 pub struct Mount {
-    session: Option<fuser::BackgroundSession>,
+    session: Option<Serving>,
     mountpoint: PathBuf,
     volume: Volume,
     writeback: Arc<Writeback>,
@@ -126,6 +132,7 @@ impl Mount {
         let fsname = config.fsname.clone();
         let allow_other = config.allow_other;
         let handover = Arc::new(handover::Handover::default());
+        let pooled = config.pooled;
         let filesystem =
             fs::TesseraFs::new(volume.clone(), config, writeback.clone(), handover.clone());
         let session = if root {
@@ -138,7 +145,7 @@ impl Mount {
         use std::os::fd::AsFd;
         let device = session.as_fd().try_clone_to_owned()?;
         let mount = Mount {
-            session: Some(session.spawn()?),
+            session: Some(Serving::start(session, pooled)?),
             mountpoint: mountpoint.to_path_buf(),
             volume,
             writeback,
@@ -183,11 +190,14 @@ impl Mount {
         };
         fuse_config.n_threads = Some(config.threads.max(1));
         let acl = fuse_config.acl;
+        let pooled = config.pooled;
         let filesystem =
             fs::TesseraFs::new(volume.clone(), config, writeback.clone(), handover.clone());
         let served = device.try_clone()?;
-        let session =
-            fuser::Session::from_fd_initialized(filesystem, served, acl, fuse_config).spawn()?;
+        let session = Serving::start(
+            fuser::Session::from_fd_initialized(filesystem, served, acl, fuse_config),
+            pooled,
+        )?;
         let mount = Mount {
             session: Some(session),
             mountpoint: mountpoint.to_path_buf(),

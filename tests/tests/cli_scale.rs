@@ -53,3 +53,54 @@ fn twenty_idle_mounts_cost_the_daemon_little_memory() {
         "{per_mount} kB of anonymous memory per idle mount"
     );
 }
+
+/// `--fuse-pool`: one pool of FUSE workers serves every mount, so twenty mounts add no FUSE
+/// threads (each keeps only its write-back push), and the pool serves on across a hand-over
+/// to the next daemon.
+#[test]
+fn with_a_fuse_pool_twenty_mounts_share_its_workers() {
+    if !can_mount() {
+        return;
+    }
+    let names: Vec<String> = (0..MOUNTS).map(|i| format!("c{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let cli = Cli::new(&refs);
+    let mountpoints: Vec<_> = (0..MOUNTS)
+        .map(|i| cli.mountpoint(&format!("m{i}")))
+        .collect();
+    let first = mountpoints[0].to_str().unwrap();
+    cli.ok(&["mount", "c0", first, "--fuse-pool"]);
+    let pid = cli.daemon_pid().unwrap();
+    let one = status(pid, "Threads:");
+    for (i, (name, m)) in names.iter().zip(&mountpoints).enumerate() {
+        if i > 0 {
+            cli.mount(name, m);
+        }
+        assert_eq!(std::fs::read(m.join("etc/hostname")).unwrap(), b"base\n");
+        std::fs::write(m.join("written"), name).unwrap();
+    }
+    assert_eq!(cli.status()["fuse_pool"], true, "{}", cli.status());
+    let threads = status(pid, "Threads:");
+    eprintln!("{MOUNTS} pooled mounts: {threads} threads (one mount: {one})");
+    // One thread per further mount (its write-back push); four FUSE threads each without
+    // the pool.
+    assert!(
+        threads <= one + MOUNTS as u64,
+        "{threads} threads for {MOUNTS} pooled mounts (one mount: {one})"
+    );
+    // The next daemon serves them with a pool of its own.
+    let out = cli.ok(&["daemon", "restart"]);
+    assert!(
+        out.contains(&format!("{MOUNTS} of {MOUNTS} mounts")),
+        "{out}"
+    );
+    assert_eq!(cli.status()["fuse_pool"], true);
+    for (name, m) in names.iter().zip(&mountpoints) {
+        assert_eq!(std::fs::read(m.join("written")).unwrap(), name.as_bytes());
+    }
+    for m in &mountpoints {
+        cli.ok(&["umount", m.to_str().unwrap()]);
+    }
+    let files = cli.export("c7");
+    assert_eq!(files["written"], b"c7");
+}

@@ -246,6 +246,28 @@ impl<FS: Filesystem> Session<FS> {
         }
     }
 
+    /// The session's loop, its sender and its mount (unmounted when dropped), for a
+    /// [`crate::Pool`] to serve (Tessera patch).
+    pub(crate) fn into_event_loop(self) -> (SessionEventLoop<FS>, ChannelSender, Option<Mount>) {
+        let mount = std::mem::take(&mut *self.mount.mount.lock());
+        let Session {
+            filesystem,
+            ch,
+            allowed,
+            session_owner,
+            ..
+        } = self;
+        let sender = ch.sender();
+        let event_loop = SessionEventLoop {
+            thread_name: "fuser-pool".to_string(),
+            filesystem: Arc::new(filesystem),
+            ch,
+            allowed,
+            session_owner,
+        };
+        (event_loop, sender, mount)
+    }
+
     /// Run the session loop in a background thread. If the returned handle is dropped,
     /// the filesystem is unmounted and the given session ends.
     pub fn spawn(self) -> io::Result<BackgroundSession> {

@@ -144,9 +144,10 @@ impl Bed {
             let config = MountConfig {
                 share_memory: shared,
                 writeback_cache: self.system != System::TesseraWriteThrough,
-                // As the daemon mounts: its keeper holds each mount, so every serving thread
-                // reads the one descriptor.
+                // As the daemon mounts: its keeper holds each mount (one descriptor), and
+                // one pool of workers serves every mount.
                 kept: true,
+                pooled: false,
                 fsname: format!("tessera:bench-{name}"),
                 ..MountConfig::default()
             };

@@ -54,6 +54,11 @@ enum Action {
         /// block read by share-memory mounts.
         #[arg(long, default_value = "1G")]
         cache_size: String,
+        /// Serve every mount with one pool of FUSE workers (twice the CPUs, at least 8)
+        /// instead of four threads each: for hosts with many containers. A single busy
+        /// mount is slower this way (README, "Node scale").
+        #[arg(long)]
+        fuse_pool: bool,
     },
 }
 
@@ -95,11 +100,15 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
         Action::Run {
             persist,
             cache_size,
+            fuse_pool,
         } => {
             if std::env::var_os(tessera_daemon::kept::VAR).is_none() {
                 let mut args = vec!["--cache-size".into(), cache_size.clone().into()];
                 if persist {
                     args.push("--persist".into());
+                }
+                if fuse_pool {
+                    args.push("--fuse-pool".into());
                 }
                 return tessera_daemon::keeper::run(store, args);
             }
@@ -109,6 +118,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
                 DaemonOptions {
                     persist,
                     cache_bytes: super::mount::cache_bytes(&cache_size)?,
+                    fuse_pool,
                     initial_mount: None,
                 },
             )

@@ -32,6 +32,10 @@ pub struct Args {
     /// share-memory mounts.
     #[arg(long, default_value = "1G")]
     cache_size: String,
+    /// When this starts the daemon: one pool of FUSE workers for every mount (see `tessera
+    /// daemon run --fuse-pool`).
+    #[arg(long)]
+    fuse_pool: bool,
 }
 
 /// Flush and unmount a mount point.
@@ -76,6 +80,7 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
         let options = DaemonOptions {
             persist: false,
             cache_bytes: cache_bytes(&args.cache_size)?,
+            fuse_pool: args.fuse_pool,
             initial_mount: Some(request),
         };
         return server::run(store, options);
@@ -84,7 +89,12 @@ pub fn run(store: &Path, args: Args) -> Result<()> {
         Some(stream) => stream,
         None => {
             cache_bytes(&args.cache_size)?;
-            client::start_daemon(store, &args.cache_size)?
+            let pool: &[&str] = if args.fuse_pool {
+                &["--fuse-pool"]
+            } else {
+                &[]
+            };
+            client::start_daemon_with(store, &args.cache_size, pool)?
         }
     };
     protocol::call(
@@ -146,6 +156,9 @@ pub fn print_status(status: &DaemonStatus) {
         mounts.len(),
         if mounts.len() == 1 { "" } else { "s" }
     );
+    if status.fuse_pool {
+        println!("one pool of FUSE workers serves every mount");
+    }
     match status.keeper {
         Some(keeper) => println!("keeper pid {keeper}: the mounts outlive this daemon"),
         None => println!("no keeper: the mounts end with this daemon"),
