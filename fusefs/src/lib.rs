@@ -182,6 +182,9 @@ impl Mount {
             // seek costs less than a missed one.
             writeback.opened(fh, node, libc::O_RDWR);
         }
+        if inheritance.handles.is_none() {
+            writeback.assume_unknown_writers();
+        }
         let mut fuse_config = Config::default();
         fuse_config.acl = if config.allow_other {
             SessionACL::All

@@ -93,7 +93,10 @@ pub(crate) struct Writeback {
     /// The open handles that may write (by handle: their node). Only a file open for writing
     /// can have pages the kernel holds dirty (a writable shared mapping needs such a handle,
     /// and closing one writes its pages back), so a seek on any other file needs no push.
-    writers: Mutex<HashMap<u64, NodeId>>,
+    writers: Arc<Mutex<HashMap<u64, NodeId>>>,
+    /// Handles may be open for writing that `writers` does not list (opened under a daemon
+    /// that was killed): every tick pushes.
+    unknown_writers: Arc<std::sync::atomic::AtomicBool>,
     /// Set when the session ends (fuser calls the filesystem's `destroy`).
     ended: (Mutex<bool>, Condvar),
 }
@@ -104,7 +107,8 @@ impl Writeback {
         Arc::new(Writeback {
             jobs: Mutex::new(None),
             thread: Mutex::new(None),
-            writers: Mutex::new(HashMap::new()),
+            writers: Arc::new(Mutex::new(HashMap::new())),
+            unknown_writers: Arc::default(),
             ended: (Mutex::new(false), Condvar::new()),
         })
     }
@@ -137,6 +141,12 @@ impl Writeback {
         self.writers.lock().unwrap().remove(&fh);
     }
 
+    /// Files may be open for writing that this mount never saw opened (see `unknown_writers`).
+    pub fn assume_unknown_writers(&self) {
+        self.unknown_writers
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Starts the thread for the mount at `mountpoint` and registers the volume's hook.
     pub fn start(&self, volume: &Volume, mountpoint: &Path) -> io::Result<()> {
         let pusher = Arc::new(Pusher {
@@ -145,6 +155,14 @@ impl Writeback {
         });
         let (tx, rx) = mpsc::channel();
         let (thread_volume, thread_pusher) = (volume.clone(), pusher.clone());
+        let (writers, unknown) = (self.writers.clone(), self.unknown_writers.clone());
+        // Only a file open for writing can have pages the kernel holds dirty (see
+        // `writers`): a mount with none has nothing to push, and an idle mount costs no
+        // `sync -f` a second.
+        let may_be_dirty = move || {
+            !writers.lock().unwrap().is_empty()
+                || unknown.load(std::sync::atomic::Ordering::Relaxed)
+        };
         let thread = std::thread::Builder::new()
             .name("tessera-writeback".into())
             .spawn(move || {
@@ -163,6 +181,7 @@ impl Writeback {
                             }
                             answer_seek(&thread_volume, node, offset, target, reply);
                         }
+                        Err(RecvTimeoutError::Timeout) if !may_be_dirty() => {}
                         Err(RecvTimeoutError::Timeout) => match thread_pusher.push() {
                             Err(e) if !failing => {
                                 failing = true;

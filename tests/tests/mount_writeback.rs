@@ -41,6 +41,30 @@ fn writes_reach_the_volume_within_seconds_without_a_sync() {
 }
 
 #[test]
+fn writes_to_a_file_held_open_reach_the_volume_within_seconds() {
+    if !can_mount() {
+        return;
+    }
+    let t = image_store(BS as u32, |_| {});
+    let m = mount(&t);
+    // Open for writing (the pushes run only while some file is): its close would write the
+    // pages back, so it stays open until they are in the volume.
+    let mut f = fs::File::create(m.join("held")).unwrap();
+    std::io::Write::write_all(&mut f, &bytes(2, 8 * BS as usize)).unwrap();
+    let started = Instant::now();
+    while t.dirty_bytes() < 8 * BS {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the kernel still holds the writes after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(f);
+    m.unmount();
+}
+
+#[test]
 fn seek_data_and_hole_see_writes_the_kernel_still_holds() {
     if !can_mount() {
         return;
