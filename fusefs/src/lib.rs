@@ -93,6 +93,19 @@ pub struct Mount {
     handle_base: u64,
 }
 
+/// fuser's settings for serving a mount configured as `config`: who may use it, how many
+/// threads serve it.
+fn session_config(config: &MountConfig) -> Config {
+    let mut fuse_config = Config::default();
+    fuse_config.acl = if config.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    fuse_config.n_threads = Some(config.threads.max(1));
+    fuse_config
+}
+
 /// How long an unmounted mount's session may take to end before its connection is taken to
 /// be held by a copy of the mount in another mount namespace.
 const SESSION_END: std::time::Duration = std::time::Duration::from_secs(2);
@@ -115,14 +128,8 @@ impl Mount {
         if !volume.is_writable() {
             options.push(MountOption::RO);
         }
-        let mut fuse_config = Config::default();
+        let mut fuse_config = session_config(&config);
         fuse_config.mount_options = options;
-        fuse_config.acl = if config.allow_other {
-            SessionACL::All
-        } else {
-            SessionACL::Owner
-        };
-        fuse_config.n_threads = Some(config.threads.max(1));
         let root = rustix::process::geteuid().is_root();
         // A cloned descriptor is a new open of /dev/fuse, which only root may do everywhere.
         fuse_config.clone_fd = config.threads > 1 && root && !config.kept;
@@ -155,8 +162,13 @@ impl Mount {
             handle_base: 0,
         };
         mounts::raise_read_ahead(mountpoint);
-        mount.start_writeback()?;
-        Ok(mount)
+        mount.serving()
+    }
+
+    /// Starts what a mount runs beside its requests (the write-back push), once it serves.
+    fn serving(self) -> std::io::Result<Mount> {
+        self.start_writeback()?;
+        Ok(self)
     }
 
     /// Serves, on `device`, a mount at `mountpoint` that an earlier process made and served
@@ -185,13 +197,7 @@ impl Mount {
         if inheritance.handles.is_none() {
             writeback.assume_unknown_writers();
         }
-        let mut fuse_config = Config::default();
-        fuse_config.acl = if config.allow_other {
-            SessionACL::All
-        } else {
-            SessionACL::Owner
-        };
-        fuse_config.n_threads = Some(config.threads.max(1));
+        let fuse_config = session_config(&config);
         let acl = fuse_config.acl;
         let pooled = config.pooled;
         let filesystem =
@@ -212,8 +218,7 @@ impl Mount {
             handle_base,
         };
         handover::notify_resend(&mount.device)?;
-        mount.start_writeback()?;
-        Ok(mount)
+        mount.serving()
     }
 
     /// Starts the thread that pushes the kernel's cached writes (writable views only).

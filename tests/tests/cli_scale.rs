@@ -21,14 +21,20 @@ fn status(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
 
+/// A store with containers c0..c19 of its image, and their names.
+fn twenty_containers() -> (Vec<String>, Cli) {
+    let names: Vec<String> = (0..MOUNTS).map(|i| format!("c{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let cli = Cli::new(&refs);
+    (names, cli)
+}
+
 #[test]
 fn twenty_idle_mounts_cost_the_daemon_little_memory() {
     if !can_mount() {
         return;
     }
-    let names: Vec<String> = (0..MOUNTS).map(|i| format!("c{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let cli = Cli::new(&refs);
+    let (names, cli) = twenty_containers();
     let first = cli.mountpoint("m0");
     cli.mount("c0", &first);
     let pid = cli.daemon_pid().unwrap();
@@ -62,9 +68,7 @@ fn with_a_fuse_pool_twenty_mounts_share_its_workers() {
     if !can_mount() {
         return;
     }
-    let names: Vec<String> = (0..MOUNTS).map(|i| format!("c{i}")).collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let cli = Cli::new(&refs);
+    let (names, cli) = twenty_containers();
     let mountpoints: Vec<_> = (0..MOUNTS)
         .map(|i| cli.mountpoint(&format!("m{i}")))
         .collect();

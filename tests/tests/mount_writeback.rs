@@ -19,6 +19,20 @@ fn the_mount_is_in_writeback_mode_by_default() {
     assert!(MountConfig::default().writeback_cache);
 }
 
+/// Waits (up to 5 s) until the store holds `bytes` of dirty data: the kernel's cached writes
+/// reached the volume.
+fn wait_until_in_the_volume(t: &tessera_tests::TempStore, bytes: u64) {
+    let started = Instant::now();
+    while t.dirty_bytes() < bytes {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the kernel still holds the writes after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn writes_reach_the_volume_within_seconds_without_a_sync() {
     if !can_mount() {
@@ -27,16 +41,9 @@ fn writes_reach_the_volume_within_seconds_without_a_sync() {
     let t = image_store(BS as u32, |_| {});
     let m = mount(&t);
     fs::write(m.join("new"), bytes(1, 8 * BS as usize)).unwrap();
-    // No fsync, no close-to-open: only the mount's writeback thread moves them.
-    let started = Instant::now();
-    while t.dirty_bytes() < 8 * BS {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the kernel still holds the writes after {:?}",
-            started.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // No fsync: the close writes the pages back (the next test keeps the file open, where
+    // only the mount's writeback thread moves them).
+    wait_until_in_the_volume(&t, 8 * BS);
     m.unmount();
 }
 
@@ -51,15 +58,7 @@ fn writes_to_a_file_held_open_reach_the_volume_within_seconds() {
     // pages back, so it stays open until they are in the volume.
     let mut f = fs::File::create(m.join("held")).unwrap();
     std::io::Write::write_all(&mut f, &bytes(2, 8 * BS as usize)).unwrap();
-    let started = Instant::now();
-    while t.dirty_bytes() < 8 * BS {
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the kernel still holds the writes after {:?}",
-            started.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_in_the_volume(&t, 8 * BS);
     drop(f);
     m.unmount();
 }
